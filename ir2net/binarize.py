@@ -1,0 +1,211 @@
+"""Binarization of weights and activations (Sec. III, Eq. 2-4).
+
+Quantizers are small modules handed to layers (the Larq pattern): a
+:class:`BinaryConv2d` with neither quantizer is exactly ``nn.Conv2d``.
+
+* Eq. 3 -- ``sign(x) = +1 if x >= 0 else -1``.  The authors' code uses
+  ``torch.sign`` which maps 0 to 0; ``sign_zero="zero"`` selects that.
+* Weights (Eq. 2): forward ``sign(w)``; backward is the straight-through
+  estimator of ``clamp(w, -1, 1)``: ``dL/dw = dL/dw_b * 1{|w| < 1}`` (at |w| = 1
+  exactly, ``torch.clamp``'s gradient -- the authors' code -- is 0, and so is ours).
+* Activations (Eq. 2): forward ``sign(a)``; backward is Bi-Real Net's
+  ApproxSign, the derivative of the piecewise polynomial
+  ``F(a) = -1 (a < -1); a^2 + 2a (-1 <= a < 0); -a^2 + 2a (0 <= a < 1); 1``,
+  i.e. ``dF/da = max(0, 2 - 2|a|)``.
+* Eq. 4 -- optional real-valued scaling factors ``z = alpha (w_b (+) A_b)``.
+  Off by default: IR²Net removes them (Sec. III).
+
+The backward passes are written as ``torch.autograd.Function`` so that one
+element-wise kernel computes each gradient instead of the three float masks
+of the straight-through "detach trick".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "SIGN_ZERO_MODES",
+    "SCALING_MODES",
+    "PRECISIONS",
+    "sign",
+    "WeightSign",
+    "ApproxSign",
+    "BinaryConv2d",
+    "BinaryLinear",
+    "Binarization",
+]
+
+#: ``plus_one``: Eq. 3 of the paper; ``zero``: ``torch.sign`` as in the authors' code.
+SIGN_ZERO_MODES = ("plus_one", "zero")
+#: ``none``: no factor (paper default); ``channel_mean``: alpha_c = mean|w_c| (XNOR-Net);
+#: ``learned``: a trained per-output-channel alpha (XNOR-Net++).
+SCALING_MODES = ("none", "channel_mean", "learned")
+#: ``binary``: 1-bit weights and activations; ``binary_activations``: stage 1 of the
+#: ImageNet two-stage recipe (real weights); ``fp``: the full-precision counterpart.
+PRECISIONS = ("binary", "binary_activations", "fp")
+
+
+def _check_choice(value: str, choices: tuple, what: str) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+
+
+def sign(x: torch.Tensor, sign_zero: str = "plus_one") -> torch.Tensor:
+    """Eq. 3: +1 where ``x >= 0`` and -1 elsewhere (never 0 in ``plus_one`` mode)."""
+    if sign_zero == "zero":
+        return torch.sign(x)
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+class _WeightSignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, sign_zero: str) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        return sign(weight, sign_zero)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (weight,) = ctx.saved_tensors
+        return grad_output * (weight.abs() < 1).to(grad_output.dtype), None
+
+
+class _ApproxSignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sign_zero: str) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return sign(x, sign_zero)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return grad_output * (2.0 - 2.0 * x.abs()).clamp_(min=0.0), None
+
+
+class WeightSign(nn.Module):
+    """Weight quantizer: ``sign(w)`` forward, STE of ``clamp(w, -1, 1)`` backward."""
+
+    precision = 1
+
+    def __init__(self, sign_zero: str = "plus_one"):
+        super().__init__()
+        _check_choice(sign_zero, SIGN_ZERO_MODES, "sign_zero mode")
+        self.sign_zero = sign_zero
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return _WeightSignSTE.apply(weight, self.sign_zero)
+
+    def extra_repr(self) -> str:
+        return f"sign_zero={self.sign_zero}"
+
+
+class ApproxSign(nn.Module):
+    """Activation quantizer: ``sign(a)`` forward, Bi-Real ``max(0, 2 - 2|a|)`` backward."""
+
+    precision = 1
+
+    def __init__(self, sign_zero: str = "plus_one"):
+        super().__init__()
+        _check_choice(sign_zero, SIGN_ZERO_MODES, "sign_zero mode")
+        self.sign_zero = sign_zero
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ApproxSignSTE.apply(x, self.sign_zero)
+
+    def extra_repr(self) -> str:
+        return f"sign_zero={self.sign_zero}"
+
+
+class BinaryConv2d(nn.Conv2d):
+    """Convolution whose input and/or weights pass through quantizers (Eq. 2, 4).
+
+    With both quantizers the multiply-accumulates are XNOR/bitcount operations
+    (counted as BOPs by :mod:`ir2net.complexity`); with neither it is ``nn.Conv2d``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1,
+                 padding=0, dilation=1, groups: int = 1, bias: bool = False, *,
+                 input_quantizer: Optional[nn.Module] = None,
+                 weight_quantizer: Optional[nn.Module] = None,
+                 scaling: str = "none"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding,
+                         dilation, groups, bias)
+        _check_choice(scaling, SCALING_MODES, "scaling mode")
+        self.input_quantizer = input_quantizer
+        self.weight_quantizer = weight_quantizer
+        self.scaling = scaling
+        if scaling == "learned":
+            self.alpha = nn.Parameter(torch.ones(out_channels, 1, 1, 1))
+
+    @property
+    def is_binary(self) -> bool:
+        """True when every multiply-accumulate has 1-bit operands (a BOP)."""
+        return self.input_quantizer is not None and self.weight_quantizer is not None
+
+    def quantized_weight(self) -> torch.Tensor:
+        weight = self.weight
+        if self.weight_quantizer is not None:
+            weight = self.weight_quantizer(weight)
+        if self.scaling == "channel_mean":
+            weight = weight * self.weight.abs().mean(dim=(1, 2, 3), keepdim=True)
+        elif self.scaling == "learned":
+            weight = weight * self.alpha
+        return weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+class BinaryLinear(nn.Linear):
+    """Fully connected layer with the same quantizer slots as :class:`BinaryConv2d`."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, *,
+                 input_quantizer: Optional[nn.Module] = None,
+                 weight_quantizer: Optional[nn.Module] = None):
+        super().__init__(in_features, out_features, bias)
+        self.input_quantizer = input_quantizer
+        self.weight_quantizer = weight_quantizer
+
+    @property
+    def is_binary(self) -> bool:
+        return self.input_quantizer is not None and self.weight_quantizer is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        weight = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        return F.linear(x, weight, self.bias)
+
+
+@dataclass(frozen=True)
+class Binarization:
+    """How the inner convolutions of a backbone are quantized.
+
+    Backbones ask this object for their inner convolutions; the first convolution
+    and the classifier are always plain real-valued layers (Sec. V-A).
+    """
+
+    precision: str = "binary"
+    sign_zero: str = "plus_one"
+    scaling: str = "none"
+
+    def __post_init__(self):
+        _check_choice(self.precision, PRECISIONS, "precision")
+        _check_choice(self.sign_zero, SIGN_ZERO_MODES, "sign_zero mode")
+        _check_choice(self.scaling, SCALING_MODES, "scaling mode")
+
+    def conv(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+             padding: int = 0, groups: int = 1) -> nn.Conv2d:
+        if self.precision == "fp":
+            return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+                             groups=groups, bias=False)
+        weight_quantizer = WeightSign(self.sign_zero) if self.precision == "binary" else None
+        return BinaryConv2d(in_channels, out_channels, kernel_size, stride, padding,
+                            groups=groups, input_quantizer=ApproxSign(self.sign_zero),
+                            weight_quantizer=weight_quantizer, scaling=self.scaling)

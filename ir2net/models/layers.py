@@ -1,0 +1,115 @@
+"""Building blocks shared by the backbones: activations by channel count, the
+option-A shortcut, and the classifier that carries IRec/CIRec."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..binarize import Binarization
+from ..recovery import InformationRecovery, RecoverySpec
+
+__all__ = ["hardtanh", "prelu", "OptionAShortcut", "FeatureBackbone", "IR2NetClassifier",
+           "TAP_STYLES", "binarization_from"]
+
+#: ``paper``: first conv, outputs before each downsampling, last stage (Sec. IV-B);
+#: ``authors``: the taps of the authors' model for that backbone.
+TAP_STYLES = ("paper", "authors")
+
+
+def hardtanh(channels: int) -> nn.Module:
+    """CIFAR-10 nonlinearity (Sec. V-A2, following IR-Net)."""
+    return nn.Hardtanh()
+
+
+def prelu(channels: int) -> nn.Module:
+    """ImageNet nonlinearity (Sec. V-A2, following Real-to-Bin and ReActNet)."""
+    return nn.PReLU(channels)
+
+
+def binarization_from(precision: str = "binary", sign_zero: str = "plus_one",
+                      scaling: str = "none") -> Binarization:
+    return Binarization(precision=precision, sign_zero=sign_zero, scaling=scaling)
+
+
+class OptionAShortcut(nn.Module):
+    """Parameter-free shortcut of the CIFAR ResNets: stride-2 subsampling and zero
+    channel padding (He et al., option A)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        extra = out_channels - in_channels
+        self.pad = (0, 0, 0, 0, extra // 2, extra - extra // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::self.stride, ::self.stride], self.pad)
+
+
+class FeatureBackbone(nn.Module):
+    """A stem followed by named stages.  ``forward_features`` returns the last
+    stage's output and whichever intermediate outputs (taps) are asked for."""
+
+    def __init__(self, stem: nn.Module, stages: dict[str, nn.Module],
+                 channels: dict[str, int]):
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleDict(stages)
+        self.channels = channels  # output channels of "stem" and of each stage
+
+    @property
+    def last_channels(self) -> int:
+        return self.channels[next(reversed(self.stages.keys()))]
+
+    def forward_features(self, x: torch.Tensor, taps: Sequence[str] = ()):
+        found = {}
+        x = self.stem(x)
+        if "stem" in taps:
+            found["stem"] = x
+        for name, stage in self.stages.items():
+            x = stage(x)
+            if name in taps:
+                found[name] = x
+        return x, [found[name] for name in taps]
+
+
+class IR2NetClassifier(nn.Module):
+    """Backbone -> optional information recovery -> classifier.
+
+    ``forward(x)`` returns the logits; ``forward(x, return_attention_source=True)``
+    also returns ``A_l``, the last stage's output before recovery, which IRes
+    turns into the attention mask (Eq. 5).  The head is ``pool``: global average
+    pooling (+ BatchNorm1d when recovery is used, as in the authors' code) and a
+    real linear layer; or ``flatten``: the VGG-Small classifier on the flattened map.
+    """
+
+    def __init__(self, backbone: FeatureBackbone, num_classes: int, *,
+                 recovery: RecoverySpec | None, taps: Sequence[str],
+                 act_layer: Callable[[int], nn.Module], head: str = "pool",
+                 flatten_size: int = 1):
+        super().__init__()
+        self.backbone = backbone
+        self.tap_names = tuple(taps) if recovery is not None else ()
+        channels = backbone.last_channels
+        self.recovery = None
+        if recovery is not None:
+            self.recovery = InformationRecovery([backbone.channels[t] for t in self.tap_names],
+                                                channels, recovery, act_layer)
+        if head == "pool":
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.head_norm = nn.BatchNorm1d(channels) if recovery is not None else nn.Identity()
+            self.classifier = nn.Linear(channels, num_classes)
+        elif head == "flatten":
+            self.pool = nn.Identity()
+            self.head_norm = nn.Identity()
+            self.classifier = nn.Linear(channels * flatten_size, num_classes)
+        else:
+            raise ValueError(f"unknown head {head!r}; expected 'pool' or 'flatten'")
+
+    def forward(self, x: torch.Tensor, return_attention_source: bool = False):
+        last, taps = self.backbone.forward_features(x, self.tap_names)
+        fused = self.recovery(taps, last) if self.recovery is not None else last
+        logits = self.classifier(self.head_norm(torch.flatten(self.pool(fused), 1)))
+        return (logits, last) if return_attention_source else logits

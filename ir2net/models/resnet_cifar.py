@@ -1,0 +1,131 @@
+"""CIFAR-10 ResNets: ResNet-20 in the Bi-Real and the IR-Net structure, and ResNet-18.
+
+Provenance: the authors' ``CIFAR-10/ResNet-20`` and ``CIFAR-10/ResNet-18`` models
+(see ``docs/divergences.md``).  The first conv and the classifier are real-valued
+(Sec. V-A2); Hardtanh is the nonlinearity on CIFAR-10.
+
+* ``resnet20_bireal`` -- Table I's backbone and the "*" rows of Table III: every
+  binary 3x3 conv has its own shortcut (Bi-Real Net).
+* ``resnet20_irnet`` -- Table III's plain ResNet-20 rows: one shortcut per basic block.
+* ``resnet18_cifar`` -- Table III's ResNet-18 rows: IR-Net-structure blocks with a
+  real 1x1 conv + BN shortcut when the shape changes, as in the authors' model.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..binarize import Binarization
+from ..recovery import RecoverySpec
+from .layers import (FeatureBackbone, IR2NetClassifier, OptionAShortcut, binarization_from,
+                     hardtanh)
+from .registry import register_model
+
+__all__ = ["BiRealBlock", "IRNetBlock", "resnet20_bireal", "resnet20_irnet", "resnet18_cifar"]
+
+
+class BiRealBlock(nn.Module):
+    """Two binary convs, each wrapped by its own shortcut:
+    ``y = act(bn1(conv1(x)) + s(x)); out = act(bn2(conv2(y)) + y)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 binarization: Binarization, act_layer: Callable[[int], nn.Module]):
+        super().__init__()
+        self.conv1 = binarization.conv(in_channels, out_channels, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.act1 = act_layer(out_channels)
+        self.conv2 = binarization.conv(out_channels, out_channels, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.act2 = act_layer(out_channels)
+        self.shortcut = (OptionAShortcut(in_channels, out_channels, stride)
+                         if stride != 1 or in_channels != out_channels else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act1(self.bn1(self.conv1(x)) + self.shortcut(x))
+        return self.act2(self.bn2(self.conv2(y)) + y)
+
+
+class IRNetBlock(nn.Module):
+    """The basic block of IR-Net: ``act(bn2(conv2(act(bn1(conv1(x))))) + s(x))``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 binarization: Binarization, act_layer: Callable[[int], nn.Module],
+                 shortcut: str = "A"):
+        super().__init__()
+        self.conv1 = binarization.conv(in_channels, out_channels, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.act1 = act_layer(out_channels)
+        self.conv2 = binarization.conv(out_channels, out_channels, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.act2 = act_layer(out_channels)
+        if stride == 1 and in_channels == out_channels:
+            self.shortcut = nn.Identity()
+        elif shortcut == "A":
+            self.shortcut = OptionAShortcut(in_channels, out_channels, stride)
+        else:  # real-valued projection, as in the authors' CIFAR ResNet-18
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def _cifar_resnet(block_fn, widths: list[int], depths: list[int], num_classes: int,
+                  binarization: Binarization, recovery: Optional[RecoverySpec],
+                  taps: str) -> IR2NetClassifier:
+    act = hardtanh
+    stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
+                         nn.BatchNorm2d(widths[0]), act(widths[0]))
+    stages, channels = {}, {"stem": widths[0]}
+    in_channels = widths[0]
+    for index, (width, depth) in enumerate(zip(widths, depths)):
+        blocks = []
+        for b in range(depth):
+            stride = 2 if index > 0 and b == 0 else 1
+            blocks.append(block_fn(in_channels, width, stride, binarization, act))
+            in_channels = width
+        stages[f"layer{index + 1}"] = nn.Sequential(*blocks)
+        channels[f"layer{index + 1}"] = width
+    # Paper and authors agree for the CIFAR ResNets: the stem, the output of every stage
+    # that precedes a downsampling, and the last stage.
+    tap_names = ["stem"] + [f"layer{i + 1}" for i in range(len(widths) - 1)]
+    del taps  # both styles give the same taps here
+    model = IR2NetClassifier(FeatureBackbone(stem, stages, channels), num_classes,
+                             recovery=recovery, taps=tap_names, act_layer=act)
+    for module in model.modules():  # Kaiming normal for conv and linear (authors' code)
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight)
+    return model
+
+
+@register_model
+def resnet20_bireal(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
+                    scaling: str = "none", recovery: Optional[RecoverySpec] = None,
+                    taps: str = "paper") -> IR2NetClassifier:
+    """ResNet-20 with the Bi-Real structure (Table I; Table III, rows marked *)."""
+    return _cifar_resnet(BiRealBlock, [16, 32, 64], [3, 3, 3], num_classes,
+                         binarization_from(precision, sign_zero, scaling), recovery, taps)
+
+
+@register_model
+def resnet20_irnet(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
+                   scaling: str = "none", recovery: Optional[RecoverySpec] = None,
+                   taps: str = "paper") -> IR2NetClassifier:
+    """ResNet-20 with the IR-Net structure, one shortcut per basic block (Table III)."""
+    return _cifar_resnet(IRNetBlock, [16, 32, 64], [3, 3, 3], num_classes,
+                         binarization_from(precision, sign_zero, scaling), recovery, taps)
+
+
+@register_model
+def resnet18_cifar(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
+                   scaling: str = "none", recovery: Optional[RecoverySpec] = None,
+                   taps: str = "paper") -> IR2NetClassifier:
+    """ResNet-18 for CIFAR-10: 3x3 stem, four stages of two blocks (Table III)."""
+    def block(cin, cout, stride, binarization, act):
+        return IRNetBlock(cin, cout, stride, binarization, act, shortcut="conv")
+    return _cifar_resnet(block, [64, 128, 256, 512], [2, 2, 2, 2], num_classes,
+                         binarization_from(precision, sign_zero, scaling), recovery, taps)

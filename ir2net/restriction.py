@@ -1,0 +1,98 @@
+"""Information Restriction, IRes (Sec. IV-A, Eq. 5-10, Algorithm 1).
+
+During training only, each mini-batch goes through the network twice: once as
+it is, giving ``Loss_original`` and the last-stage features ``A_l``; once
+masked by the network's own attention, giving ``Loss_masked``.  The two are
+combined by Eq. 10.  Inference never touches this module.
+
+Two variants of the attention and the threshold are selectable:
+
+``paper``
+    Eq. 5 ``F_A = sum_c |A_l|^2`` and Eq. 8 ``F_m = 1{F'_A >= tau}``.
+``authors``
+    The public code: ``F_A = normalize_H(mean_c A_l^2)`` (an L2 normalisation
+    along the height axis of the (B, H, W) map, a side effect of
+    ``F.normalize``'s default ``dim=1``) and a strict ``F'_A > tau``.
+
+Both upsample bilinearly with ``align_corners=True`` (Eq. 6; the paper does not
+say, the code uses True) and use ``tau = lambda * mean(F'_A)`` per image (Eq. 9).
+Every operation is batched: there is no loop over the images of a batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ATTENTION_VARIANTS", "attention_map", "restriction_mask", "InformationRestriction"]
+
+ATTENTION_VARIANTS = ("paper", "authors")
+
+
+def attention_map(features: torch.Tensor, variant: str = "paper") -> torch.Tensor:
+    """Eq. 5: the (B, H, W) attention map of the last-stage features ``A_l`` (B, C, H, W)."""
+    if variant == "paper":
+        return features.pow(2).sum(dim=1)
+    if variant == "authors":
+        return F.normalize(features.pow(2).mean(dim=1), dim=1)
+    raise ValueError(f"unknown IRes variant {variant!r}; expected one of {', '.join(ATTENTION_VARIANTS)}")
+
+
+def restriction_mask(attention: torch.Tensor, size: tuple[int, int], lam: float,
+                     variant: str = "paper") -> torch.Tensor:
+    """Eq. 6-9: the binary (B, 1, H_in, W_in) mask ``F_m`` from a (B, h, w) attention map.
+
+    ``lam = 0`` keeps every pixel (no restriction) in both variants; the strict
+    comparison of the ``authors`` variant would otherwise drop pixels whose
+    attention is exactly zero.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"IRes lambda must lie in [0, 1], got {lam}")
+    batch = attention.shape[0]
+    if lam == 0.0:
+        return attention.new_ones(batch, 1, *size)
+    upsampled = F.interpolate(attention.unsqueeze(1), size=size, mode="bilinear",
+                              align_corners=True)
+    threshold = lam * upsampled.mean(dim=(2, 3), keepdim=True)
+    keep = upsampled >= threshold if variant == "paper" else upsampled > threshold
+    return keep.to(attention.dtype)
+
+
+@dataclass(frozen=True)
+class InformationRestriction:
+    """Algorithm 1 as a training-loss wrapper.
+
+    ``lam`` is Eq. 9's lambda (0.15 in every experiment of the paper, Sec. V-B2);
+    ``mu`` is Eq. 10's trade-off (0.5 in all experiments, Sec. IV-A).
+    """
+
+    lam: float = 0.15
+    mu: float = 0.5
+    variant: str = "paper"
+
+    def __post_init__(self):
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"IRes lambda must lie in [0, 1], got {self.lam}")
+        if not 0.0 <= self.mu <= 1.0:
+            raise ValueError(f"IRes mu must lie in [0, 1], got {self.mu}")
+        if self.variant not in ATTENTION_VARIANTS:
+            raise ValueError(f"unknown IRes variant {self.variant!r}; expected one of "
+                             f"{', '.join(ATTENTION_VARIANTS)}")
+
+    @property
+    def active(self) -> bool:
+        """lambda = 0 means no restriction (Sec. V-B2): the masked pass would repeat the
+        original one, so it is skipped rather than computed twice."""
+        return self.lam > 0.0
+
+    @torch.no_grad()
+    def mask_images(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Eq. 7: ``D_m = F_m (.) D``, from the features of the first pass (no gradient)."""
+        attention = attention_map(features.float(), self.variant)
+        mask = restriction_mask(attention, tuple(images.shape[-2:]), self.lam, self.variant)
+        return images * mask.to(images.dtype)
+
+    def combine(self, loss_original: torch.Tensor, loss_masked: torch.Tensor) -> torch.Tensor:
+        """Eq. 10: ``Loss_total = mu * Loss_original + (1 - mu) * Loss_masked``."""
+        return self.mu * loss_original + (1.0 - self.mu) * loss_masked

@@ -1,0 +1,93 @@
+"""Eq. 2-4: sign, the two straight-through estimators, binary layers."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ir2net.binarize import (ApproxSign, Binarization, BinaryConv2d, BinaryLinear, WeightSign,
+                             sign)
+
+
+def approx_sign_polynomial(x):
+    """Bi-Real Net's piecewise polynomial, written out case by case."""
+    return torch.where(x < -1, -torch.ones_like(x),
+           torch.where(x < 0, x * x + 2 * x,
+           torch.where(x < 1, -x * x + 2 * x, torch.ones_like(x))))
+
+
+def test_sign_follows_eq3_with_zero_mapped_to_plus_one():
+    x = torch.tensor([-2.0, -1e-6, 0.0, 1e-6, 3.0])
+    assert sign(x).tolist() == [-1, -1, 1, 1, 1]
+    assert sign(x, "zero").tolist() == [-1, -1, 0, 1, 1]
+
+
+def test_weight_ste_gradient_equals_clamp_gradient():
+    w = torch.linspace(-2, 2, 401, dtype=torch.float64)
+    upstream = torch.randn_like(w)
+    ours = w.clone().requires_grad_()
+    (WeightSign()(ours) * upstream).sum().backward()
+    ref = w.clone().requires_grad_()
+    (torch.clamp(ref, -1, 1) * upstream).sum().backward()
+    torch.testing.assert_close(ours.grad, ref.grad)
+    assert torch.equal(WeightSign()(w), sign(w))
+
+
+def test_approx_sign_gradient_equals_autograd_of_polynomial():
+    x = torch.linspace(-1.5, 1.5, 601, dtype=torch.float64)
+    upstream = torch.randn_like(x)
+    ours = x.clone().requires_grad_()
+    (ApproxSign()(ours) * upstream).sum().backward()
+    ref = x.clone().requires_grad_()
+    (approx_sign_polynomial(ref) * upstream).sum().backward()
+    torch.testing.assert_close(ours.grad, ref.grad)
+    assert torch.equal(ApproxSign()(x), sign(x))
+
+
+def test_binary_conv_is_conv_of_signs():
+    conv = BinaryConv2d(4, 6, 3, padding=1, input_quantizer=ApproxSign(),
+                        weight_quantizer=WeightSign())
+    x = torch.randn(2, 4, 5, 5)
+    expected = F.conv2d(sign(x), sign(conv.weight), padding=1)
+    torch.testing.assert_close(conv(x), expected)
+    assert conv.is_binary
+
+
+def test_binary_conv_without_quantizers_is_plain_conv():
+    conv = BinaryConv2d(3, 5, 3, padding=1)
+    plain = nn.Conv2d(3, 5, 3, padding=1, bias=False)
+    plain.weight.data.copy_(conv.weight.data)
+    x = torch.randn(2, 3, 6, 6)
+    torch.testing.assert_close(conv(x), plain(x))
+    assert not conv.is_binary
+
+
+def test_eq4_channel_mean_scaling():
+    conv = BinaryConv2d(3, 4, 1, input_quantizer=ApproxSign(), weight_quantizer=WeightSign(),
+                        scaling="channel_mean")
+    x = torch.randn(2, 3, 4, 4)
+    alpha = conv.weight.abs().mean(dim=(1, 2, 3))
+    expected = F.conv2d(sign(x), sign(conv.weight)) * alpha.view(1, -1, 1, 1)
+    torch.testing.assert_close(conv(x), expected)
+
+
+def test_binary_linear():
+    layer = BinaryLinear(6, 3, input_quantizer=ApproxSign(), weight_quantizer=WeightSign())
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(layer(x), sign(x) @ sign(layer.weight).T)
+
+
+@pytest.mark.parametrize("precision,binary_weights", [("binary", True),
+                                                      ("binary_activations", False)])
+def test_binarization_builds_the_requested_layer(precision, binary_weights):
+    conv = Binarization(precision).conv(4, 4, 3, padding=1)
+    assert isinstance(conv, BinaryConv2d)
+    assert isinstance(conv.input_quantizer, ApproxSign)
+    assert (conv.weight_quantizer is not None) == binary_weights
+    assert type(Binarization("fp").conv(4, 4, 3)) is nn.Conv2d
+
+
+def test_unknown_choices_fail_loudly():
+    with pytest.raises(ValueError, match="precision"):
+        Binarization("ternary")
+    with pytest.raises(ValueError, match="sign_zero"):
+        WeightSign("minus_one")

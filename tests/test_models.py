@@ -1,0 +1,102 @@
+"""Backbones: shapes, which layers are binary, the registry, the teacher."""
+import pytest
+import torch
+from torch import nn
+
+from ir2net.binarize import BinaryConv2d
+from ir2net.models import IR2NetClassifier, create_model, list_models
+from ir2net.recovery import RecoverySpec
+
+# name -> (input size, classes, binary 3x3 convs)
+BACKBONES = {
+    "resnet20_bireal": (32, 10, 18),
+    "resnet20_irnet": (32, 10, 18),
+    "vgg_small": (32, 10, 5),
+    "resnet18_cifar": (32, 10, 16),
+    "resnet18_bireal_imagenet": (64, 1000, 16),
+}
+
+
+def binary_convs(model):
+    return [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("recovery", [None, RecoverySpec(4, "C_I")])
+def test_forward_shapes(name, recovery):
+    size, classes, _ = BACKBONES[name]
+    model = create_model(name, recovery=recovery).eval()
+    x = torch.randn(2, 3, size, size)
+    logits, source = model(x, return_attention_source=True)
+    assert logits.shape == (2, classes)
+    assert source.shape[1] == model.backbone.last_channels
+    assert torch.equal(model(x), logits)  # IRes never changes inference outputs
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_first_and_last_layers_stay_real(name):
+    _, _, count = BACKBONES[name]
+    model = create_model(name)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert not isinstance(convs[0], BinaryConv2d)          # first conv
+    assert type(model.classifier) is nn.Linear              # last linear
+    binary = binary_convs(model)
+    assert len(binary) == count
+    assert all(m.is_binary and m.kernel_size == (3, 3) for m in binary)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_full_precision_counterpart_has_no_binary_layer(name):
+    assert binary_convs(create_model(name, precision="fp")) == []
+
+
+def test_stage1_binarizes_only_activations():
+    model = create_model("resnet18_bireal_imagenet", precision="binary_activations")
+    assert all(m.input_quantizer is not None and m.weight_quantizer is None
+               for m in binary_convs(model))
+
+
+def test_hardtanh_on_cifar_prelu_on_imagenet():
+    cifar = create_model("resnet20_bireal")
+    imagenet = create_model("resnet18_bireal_imagenet")
+    assert any(isinstance(m, nn.Hardtanh) for m in cifar.modules())
+    assert not any(isinstance(m, nn.PReLU) for m in cifar.modules())
+    assert any(isinstance(m, nn.PReLU) for m in imagenet.modules())
+
+
+def test_bireal_imagenet_downsample_is_avgpool_and_real_1x1():
+    model = create_model("resnet18_bireal_imagenet")
+    block = model.backbone.stages["layer2"][0]
+    pool, conv, bn = block.downsample
+    assert isinstance(pool, nn.AvgPool2d) and type(conv) is nn.Conv2d
+    assert conv.kernel_size == (1, 1)
+
+
+def test_vgg_small_tap_styles():
+    paper = create_model("vgg_small", recovery=RecoverySpec(32), taps="paper")
+    authors = create_model("vgg_small", recovery=RecoverySpec(32), taps="authors")
+    assert paper.recovery.in_channels == 1408
+    assert authors.recovery.in_channels == 640
+
+
+def test_bireal_block_has_a_shortcut_per_conv():
+    model = create_model("resnet20_bireal").eval()
+    block = model.backbone.stages["layer1"][0]
+    x = torch.randn(1, 16, 8, 8)
+    y = block.act1(block.bn1(block.conv1(x)) + x)
+    torch.testing.assert_close(block(x), block.act2(block.bn2(block.conv2(y)) + y))
+
+
+def test_registry():
+    assert set(BACKBONES) | {"resnet34_teacher"} == set(list_models())
+    with pytest.raises(ValueError, match="available: .*resnet20_bireal"):
+        create_model("resnet21")
+    assert isinstance(create_model("resnet20_bireal"), IR2NetClassifier)
+
+
+def test_untrained_teacher_and_teacher_from_file(tmp_path):
+    teacher = create_model("resnet34_teacher", num_classes=7)
+    assert teacher(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+    torch.save(teacher.state_dict(), tmp_path / "t.pt")
+    loaded = create_model("resnet34_teacher", num_classes=7, weights=str(tmp_path / "t.pt"))
+    assert torch.equal(loaded.fc.weight, teacher.fc.weight)
