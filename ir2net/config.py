@@ -1,0 +1,184 @@
+"""Run configuration: YAML files validated against ``config_schema.yaml``.
+
+A config may name a ``base`` (a packaged recipe or another file) that it extends;
+``--set key=value`` overrides any key.  Resolution fills every default, so the
+written ``config.yaml`` of a run is enough to rerun it.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+__all__ = ["ConfigError", "load_config", "resolve_config", "list_recipes", "recipe_path",
+           "config_digest", "apply_overrides", "schema"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; researchers write learning rates that way."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return yaml.safe_load(resources.files("ir2net").joinpath("config_schema.yaml").read_text())
+
+
+def list_recipes() -> list[str]:
+    folder = resources.files("ir2net").joinpath("recipes")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    path = Path(str(resources.files("ir2net").joinpath("recipes", f"{name}.yaml")))
+    if not path.is_file():
+        raise ConfigError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
+    return path
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = _yaml_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _load_layers(source: str, seen: tuple = ()) -> dict:
+    """Read ``source`` (a file path or a recipe name) and everything its ``base`` chain names."""
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        path = recipe_path(source)
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} extends itself through 'base'")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"config key 'base' in {path} must be a recipe name or a file path")
+    base_path = Path(base)
+    if base_path.suffix and not base_path.is_absolute():
+        base = str(path.parent / base_path)
+    return _merge(_load_layers(base, seen + (path.resolve(),)), data)
+
+
+def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``key.sub=value`` strings; values are parsed as YAML (``1e-3``, ``null``, ``[1, 2]``)."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = _yaml_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node[parts[-1]] = value
+    return config
+
+
+def _fill_defaults(node: dict, node_schema: dict) -> None:
+    for key, sub in node_schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if isinstance(node.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(node[key], sub)
+
+
+def _format_error(error: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        return f"config: unknown key(s) under '{key}': {error.message}"
+    return f"config key '{key}': {error.message}"
+
+
+def resolve_config(config: dict) -> dict:
+    """Validate ``config``, fill in the schema's defaults and check cross-key rules."""
+    config = copy.deepcopy(config)
+    config.pop("base", None)
+    _fill_defaults(config, schema())
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(config),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_format_error(errors[0]))
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    from .models import list_models
+    from .recovery import RECOVERY_PRESETS
+
+    model = config["model"]
+    if model["name"] not in list_models():
+        raise ConfigError(f"config key 'model.name': unknown backbone {model['name']!r}; "
+                          f"available: {', '.join(list_models())}")
+    preset = model["recovery"]["preset"]
+    if model["recovery"]["enabled"] and preset is not None and preset not in RECOVERY_PRESETS:
+        raise ConfigError(f"config key 'model.recovery.preset': unknown preset {preset!r}; "
+                          f"available: {', '.join(RECOVERY_PRESETS)}")
+    data = config["data"]
+    if data["dataset"] != "synthetic" and not data["root"]:
+        raise ConfigError(f"config key 'data.root': the {data['dataset']} dataset needs a folder; "
+                          "set data.root (for CIFAR-10 an extracted copy of the image-folder "
+                          "archive or torchvision's cifar-10-batches-py)")
+    train = config["train"]
+    if train["teacher"] is not None and train["teacher"] not in list_models():
+        raise ConfigError(f"config key 'train.teacher': unknown model {train['teacher']!r}")
+
+
+def load_config(source: str, overrides: Iterable[str] = ()) -> dict:
+    """Load a config file or recipe, apply overrides, resolve defaults and validate."""
+    return resolve_config(apply_overrides(_load_layers(source), overrides))
+
+
+def config_digest(config: dict) -> str:
+    """A short stable hash of everything that changes a run's result."""
+    relevant = {k: v for k, v in config.items() if k not in ("progress", "device")}
+    relevant = copy.deepcopy(relevant)
+    relevant.get("data", {}).pop("workers", None)
+    relevant.get("data", {}).pop("cache_dir", None)
+    blob = json.dumps(relevant, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,63 @@
+"""What produced a number: code version, package versions, hardware."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+__all__ = ["git_commit", "package_versions", "hardware", "collect"]
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> dict:
+    """The commit of the checkout the package runs from, and whether it had local changes."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(_PACKAGE_ROOT), *args], capture_output=True,
+                              text=True, timeout=10)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = git("status", "--porcelain", "--untracked-files=no")
+        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in ("ir2net", "torch", "torchvision", "numpy", "pillow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: torch.device | str | None = None) -> dict:
+    info = {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "device": str(device) if device else "cpu"}
+    if device is not None and torch.device(device).type == "cuda":
+        index = torch.device(device).index or 0
+        info["gpu"] = torch.cuda.get_device_name(index)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def collect(device=None) -> dict:
+    return {"git": git_commit(), "versions": package_versions(), "hardware": hardware(device)}

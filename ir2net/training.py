@@ -1,0 +1,326 @@
+"""Training recipes: CIFAR-10 from scratch and the ImageNet two-stage recipe.
+
+Reads top to bottom: building blocks (model, teacher, optimiser, schedule,
+losses), one training epoch with IRes (Algorithm 1), evaluation, then
+:func:`run`, which owns a run folder::
+
+    DIR/config.yaml      the resolved config (enough to rerun)
+    DIR/checkpoint/      resumable state, rewritten atomically after every epoch
+    DIR/model.pt         final state_dict             (written at the end)
+    DIR/metrics.json     metrics with provenance      (written last: the run is complete)
+
+Rerunning the same command on the same DIR resumes from the checkpoint, or
+returns at once when the run is already complete.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import artifacts, provenance
+from .config import config_digest
+from .data import build_data
+from .models import create_model
+from .recovery import RecoverySpec, recovery_preset
+from .restriction import InformationRestriction
+
+__all__ = ["TrainingError", "resolve_device", "build_model", "build_teacher", "build_optimizer",
+           "build_scheduler", "distillation_loss", "train_one_epoch", "evaluate", "run",
+           "build_restriction"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, a checkpoint of another config, ...)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("config key 'device' is cuda but no CUDA device is available; "
+                            "use device=auto or device=cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- building blocks
+def recovery_spec(model_cfg: dict) -> Optional[RecoverySpec]:
+    recovery = model_cfg["recovery"]
+    if not recovery["enabled"]:
+        return None
+    if recovery["preset"]:
+        return recovery_preset(recovery["preset"]).spec
+    return RecoverySpec(recovery["r"], recovery["g"])
+
+
+def build_model(config: dict, num_classes: int) -> nn.Module:
+    model_cfg = config["model"]
+    if model_cfg["name"] == "resnet34_teacher":
+        return create_model("resnet34_teacher", num_classes=num_classes)
+    kwargs = dict(num_classes=num_classes, precision=model_cfg["precision"],
+                  sign_zero=model_cfg["sign_zero"], scaling=model_cfg["scaling"],
+                  recovery=recovery_spec(model_cfg), taps=model_cfg["taps"])
+    if model_cfg["name"] == "vgg_small":
+        kwargs["image_size"] = config["data"]["image_size"]
+    return create_model(model_cfg["name"], **kwargs)
+
+
+def build_teacher(config: dict, num_classes: int, device: torch.device) -> Optional[nn.Module]:
+    train_cfg = config["train"]
+    if train_cfg["teacher"] is None:
+        return None
+    teacher = create_model(train_cfg["teacher"], num_classes=num_classes,
+                           weights=train_cfg["teacher_weights"])
+    teacher.eval().requires_grad_(False)
+    return teacher.to(device)
+
+
+def build_restriction(config: dict) -> Optional[InformationRestriction]:
+    ires = config["ires"]
+    if not ires["enabled"]:
+        return None
+    restriction = InformationRestriction(ires["lam"], ires["mu"], ires["variant"])
+    return restriction if restriction.active else None  # lambda = 0: no restriction
+
+
+def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
+    decay = train_cfg["weight_decay"]
+    if train_cfg["weight_decay_scope"] == "conv":  # conv weights only (authors' ImageNet code)
+        conv = [p for p in model.parameters() if p.ndim == 4]
+        conv_ids = {id(p) for p in conv}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in conv_ids],
+                   "weight_decay": 0.0},
+                  {"params": conv, "weight_decay": decay}]
+    else:
+        groups = [{"params": list(model.parameters()), "weight_decay": decay}]
+    if train_cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg["momentum"])
+    return torch.optim.Adam(groups, lr=train_cfg["lr"])
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict):
+    if train_cfg["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_cfg["epochs"],
+                                                          eta_min=0.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the teacher's softmax (the authors' DistributionLoss; equal to
+    KL(teacher || student) up to the teacher's entropy, which has no gradient)."""
+    return -(F.softmax(teacher_logits, dim=1) * F.log_softmax(student_logits, dim=1)).sum(1).mean()
+
+
+# ----------------------------------------------------------------------------- one epoch
+def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, *,
+                    restriction: Optional[InformationRestriction], teacher: Optional[nn.Module],
+                    label_smoothing: float, epoch: int, step: int, max_steps: Optional[int],
+                    progress: bool, description: str = "") -> dict:
+    """One pass over the training batches; Algorithm 1 when ``restriction`` is set."""
+    model.train()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+    seen = 0
+    total = len(batches) if max_steps is None else min(len(batches), max(max_steps - step, 0))
+    bar = tqdm(total=total, desc=description or f"epoch {epoch + 1}", disable=not progress,
+               leave=False, dynamic_ncols=True)
+
+    def check_finite():
+        bad = int(first_bad_step.item())
+        if bad >= 0:
+            raise TrainingError(f"the training loss became NaN or Inf at step {bad} (epoch "
+                                f"{epoch + 1}); lower train.lr or check the data. No result was "
+                                "written.")
+
+    for images, labels in batches:
+        if max_steps is not None and step >= max_steps:
+            break
+        soft_target = None
+        if teacher is not None:
+            with torch.no_grad():
+                soft_target = teacher(images)
+
+        def criterion(logits):
+            if soft_target is not None:
+                return distillation_loss(logits, soft_target)
+            return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+        if restriction is not None:
+            logits, attention_source = model(images, return_attention_source=True)
+            loss = criterion(logits)
+            masked = restriction.mask_images(images, attention_source)
+            loss = restriction.combine(loss, criterion(model(masked)))
+        else:
+            logits = model(images)
+            loss = criterion(logits)
+
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        detached = loss.detach()
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(detached),
+                                     torch.tensor(step, device=device), first_bad_step)
+        loss_sum += detached * labels.numel()
+        correct += (logits.detach().argmax(1) == labels).sum()
+        seen += labels.numel()
+        step += 1
+        bar.update(1)
+        if step % 25 == 0:
+            check_finite()
+            if progress:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+    bar.close()
+    check_finite()
+    return {"train_loss": loss_sum.item() / max(seen, 1),
+            "train_top1": 100.0 * correct.item() / max(seen, 1), "images": seen, "step": step}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches) -> dict:
+    """Top-1/top-5 accuracy and loss over every test image (no batch is dropped)."""
+    model.eval()
+    device = next(model.parameters()).device
+    top1 = torch.zeros((), device=device, dtype=torch.int64)
+    top5 = torch.zeros((), device=device, dtype=torch.int64)
+    loss_sum = torch.zeros((), device=device)
+    count = 0
+    for images, labels in batches:
+        logits = model(images)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        k = min(5, logits.shape[1])
+        ranked = logits.topk(k, dim=1).indices
+        hits = ranked == labels[:, None]
+        top1 += hits[:, 0].sum()
+        top5 += hits.any(dim=1).sum()
+        count += labels.numel()
+    return {"top1": 100.0 * top1.item() / count, "top5": 100.0 * top5.item() / count,
+            "loss": loss_sum.item() / count, "images": count}
+
+
+# ----------------------------------------------------------------------------- a whole run
+def _load_checkpoint(path: Path, digest: str) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise TrainingError(f"checkpoint {path} is unreadable ({error}); delete it to start the "
+                            "run again from scratch") from error
+    if state.get("config_digest") != digest:
+        raise TrainingError(f"checkpoint {path} was written by a different config (digest "
+                            f"{state.get('config_digest')} != {digest}); use another --out folder "
+                            "or delete the old run folder")
+    return state
+
+
+def run(config: dict, out_dir: str | Path) -> dict:
+    """Train and evaluate one configuration in ``out_dir``; returns the metrics."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    digest = config_digest(config)
+    metrics_path = out_dir / "metrics.json"
+    if metrics_path.is_file():
+        import json
+        done = json.loads(metrics_path.read_text())
+        if done.get("config_digest") == digest:
+            return done
+        raise TrainingError(f"{out_dir} already holds a finished run of a different config; "
+                            "use another --out folder or delete it")
+    artifacts.write_yaml(out_dir / "config.yaml", config)
+
+    device = resolve_device(config["device"])
+    torch.manual_seed(config["seed"])
+    train_cfg = config["train"]
+    data = build_data(config, device)
+    model = build_model(config, data.num_classes)
+    if train_cfg["init_from"]:
+        model.load_state_dict(artifacts.load_state_dict(train_cfg["init_from"]))
+    model = model.to(device)
+    if train_cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    teacher = build_teacher(config, data.num_classes, device)
+    restriction = build_restriction(config)
+    optimizer = build_optimizer(model, train_cfg)
+    scheduler = build_scheduler(optimizer, train_cfg)
+
+    checkpoint_path = out_dir / "checkpoint" / "last.pt"
+    state = _load_checkpoint(checkpoint_path, digest)
+    history, best, start_epoch, step, train_seconds, images_seen = [], None, 0, 0, 0.0, 0
+    earlier_wall_seconds = 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best = state["history"], state["best"]
+        start_epoch, step = state["epoch"], state["step"]
+        train_seconds, images_seen = state["train_seconds"], state["images_seen"]
+        earlier_wall_seconds = state["wall_seconds"]
+
+    epochs, max_steps = train_cfg["epochs"], train_cfg["max_steps"]
+    last_eval = history[-1].get("test") if history else None
+    for epoch in range(start_epoch, epochs):
+        if max_steps is not None and step >= max_steps:
+            break
+        data.train.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        tick = time.perf_counter()
+        stats = train_one_epoch(model, data.train, optimizer, restriction=restriction,
+                                teacher=teacher, label_smoothing=train_cfg["label_smoothing"],
+                                epoch=epoch, step=step, max_steps=max_steps,
+                                progress=config["progress"],
+                                description=f"epoch {epoch + 1}/{epochs}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds += time.perf_counter() - tick
+        images_seen += stats["images"]
+        step = stats["step"]
+        scheduler.step()
+        finished = epoch + 1 == epochs or (max_steps is not None and step >= max_steps)
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"],
+                  "train_top1": stats["train_top1"], "steps": step}
+        if finished or (epoch + 1) % config["eval"]["every"] == 0:
+            last_eval = evaluate(model, data.test)
+            record["test"] = last_eval
+            if best is None or last_eval["top1"] > best["top1"]:
+                best = {**last_eval, "epoch": epoch + 1}
+        history.append(record)
+        if config["progress"]:
+            shown = f", test top-1 {last_eval['top1']:.2f}%" if "test" in record else ""
+            tqdm.write(f"epoch {epoch + 1}/{epochs}: train loss {stats['train_loss']:.4f}{shown}")
+        artifacts.save_torch(checkpoint_path, {
+            "config_digest": digest, "epoch": epoch + 1, "step": step,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "history": history, "best": best,
+            "train_seconds": train_seconds, "images_seen": images_seen,
+            "wall_seconds": earlier_wall_seconds + time.perf_counter() - started})
+
+    if last_eval is None:  # resumed after the last epoch had already been checkpointed
+        last_eval = evaluate(model, data.test)
+    metrics = {
+        "status": "complete",
+        "config_digest": digest,
+        "seed": config["seed"],
+        "final": last_eval,
+        "best": best,
+        "history": history,
+        "steps": step,
+        "epochs_completed": len(history),
+        "data": data.description,
+        "train_seconds": train_seconds,
+        "train_images_per_s": images_seen / train_seconds if train_seconds > 0 else None,
+        "wall_seconds": earlier_wall_seconds + time.perf_counter() - started,
+        "resumed_from_epoch": start_epoch if state is not None else None,
+        "provenance": provenance.collect(device),
+    }
+    artifacts.save_torch(out_dir / "model.pt", model.state_dict())
+    artifacts.write_json(metrics_path, metrics)
+    return metrics

@@ -1,0 +1,74 @@
+"""The ImageNet two-stage path on a small generated image folder (CPU)."""
+import pytest
+import torch
+from PIL import Image
+
+from ir2net.config import load_config
+from ir2net.data import Lighting
+from ir2net.training import run
+
+
+@pytest.fixture
+def tiny_imagenet(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    for split, count in (("train", 6), ("val", 3)):
+        for c in range(4):
+            folder = tmp_path / "imagenet" / split / f"n0{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                w, h = 40 + 4 * i, 36 + 2 * c  # varied sizes, as in ImageNet
+                pixels = torch.randint(0, 256, (h, w, 3), generator=gen, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.JPEG", format="JPEG")
+    return tmp_path / "imagenet"
+
+
+def stage_config(recipe, root, *extra):
+    return load_config(recipe, [f"data.root={root}", "data.image_size=32", "data.resize_size=36",
+                                "data.workers=0", "train.batch_size=8", "train.epochs=2",
+                                "eval.batch_size=8", "progress=false",
+                                "model.recovery.preset=table5_ir2net_c", *extra])
+
+
+def test_two_stage_training_with_teacher(tmp_path, tiny_imagenet):
+    teacher = run(load_config("imagenet_teacher", [
+        f"data.root={tiny_imagenet}", "data.image_size=32", "data.resize_size=36",
+        "data.workers=0", "train.batch_size=8", "train.epochs=1", "eval.batch_size=8",
+        "progress=false"]), tmp_path / "teacher")
+    assert teacher["final"]["images"] == 12
+    stage1 = run(stage_config("imagenet_stage1", tiny_imagenet,
+                              f"train.teacher_weights={tmp_path / 'teacher'}"), tmp_path / "s1")
+    stage2 = run(stage_config("imagenet_stage2", tiny_imagenet,
+                              f"train.teacher_weights={tmp_path / 'teacher'}",
+                              f"train.init_from={tmp_path / 's1'}"), tmp_path / "s2")
+    for metrics in (stage1, stage2):
+        assert metrics["final"]["images"] == 12
+        assert 0 <= metrics["final"]["top1"] <= metrics["final"]["top5"] <= 100
+        assert metrics["steps"] == 6  # 24 images / 8 per batch, 2 epochs
+
+
+def test_stage2_starts_from_stage1_weights(tmp_path, tiny_imagenet):
+    from ir2net.training import build_model
+    stage1 = run(stage_config("imagenet_stage1", tiny_imagenet, "train.teacher=null",
+                              "train.epochs=1"), tmp_path / "s1")
+    config = stage_config("imagenet_stage2", tiny_imagenet, "train.teacher=null",
+                          f"train.init_from={tmp_path / 's1'}")
+    assert config["model"]["precision"] == "binary" and config["train"]["weight_decay"] == 0
+    weights = torch.load(tmp_path / "s1" / "model.pt", weights_only=True)
+    model = build_model(config, 4)
+    model.load_state_dict(weights)  # same parameter names in both stages
+    assert stage1["final"]["images"] == 12
+
+
+def test_missing_teacher_weights_give_instructions(tmp_path, tiny_imagenet):
+    with pytest.raises(Exception, match="weights file .* does not exist"):
+        run(stage_config("imagenet_stage1", tiny_imagenet,
+                         f"train.teacher_weights={tmp_path / 'nope.pt'}"), tmp_path / "s1")
+
+
+def test_lighting_adds_one_colour_offset_per_image():
+    torch.manual_seed(0)
+    image = torch.rand(3, 8, 8)
+    out = Lighting(0.1)(image)
+    offset = out - image
+    assert torch.allclose(offset, offset[:, :1, :1].expand_as(offset))
+    assert torch.equal(Lighting(0.0)(image), image)

@@ -1,0 +1,140 @@
+"""Training recipes end to end on small generated data (CPU)."""
+import json
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from ir2net.cli import main
+from ir2net.config import ConfigError, load_config
+from ir2net.training import run
+
+SYNTH = ["data.dataset=synthetic", "data.synthetic.train_size=96", "data.synthetic.test_size=40",
+         "data.synthetic.image_size=16", "train.batch_size=32", "eval.batch_size=64",
+         "progress=false"]
+
+
+def synthetic_config(*extra, recipe="cifar10_resnet20_bireal"):
+    return load_config(recipe, SYNTH + list(extra))
+
+
+def test_training_lowers_the_loss(tmp_path):
+    config = synthetic_config("train.epochs=3", "data.synthetic.train_size=256",
+                              "data.synthetic.image_size=32")
+    metrics = run(config, tmp_path / "run")
+    losses = [h["train_loss"] for h in metrics["history"]]
+    assert losses[-1] < 0.7 * losses[0]
+    assert metrics["final"]["images"] == 40 and metrics["data"]["synthetic"]
+    assert (tmp_path / "run" / "model.pt").is_file()
+    assert set(yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())) >= {
+        "model", "ires", "data", "train", "seed"}
+
+
+def test_same_seed_gives_identical_metrics_and_weights(tmp_path, capsys):
+    args = ["train", "--config", "cifar10_resnet20_bireal", "--no-progress"]
+    sets = [x for s in SYNTH + ["train.epochs=2"] for x in ("--set", s)]
+    assert main(args + ["--out", str(tmp_path / "a")] + sets) == 0
+    assert main(args + ["--out", str(tmp_path / "b")] + sets) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert a["history"] == b["history"] and a["final"] == b["final"]
+    wa = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    wb = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert "final top-1" in capsys.readouterr().out
+
+
+def test_metrics_carry_provenance(tmp_path):
+    metrics = run(synthetic_config("train.epochs=1"), tmp_path / "run")
+    for key in ("seed", "wall_seconds", "train_images_per_s", "history", "best", "final"):
+        assert metrics[key] is not None
+    assert set(metrics["provenance"]) == {"git", "versions", "hardware"}
+    assert metrics["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] or \
+        metrics["provenance"]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+
+
+@pytest.mark.parametrize("recipe", ["cifar10_resnet20_irnet", "cifar10_vgg_small",
+                                    "cifar10_resnet18"])
+def test_each_cifar_recipe_trains(tmp_path, recipe):
+    config = synthetic_config("train.max_steps=2", "train.epochs=1",
+                              "data.synthetic.image_size=32", recipe=recipe)
+    metrics = run(config, tmp_path / recipe)
+    assert metrics["steps"] == 2
+
+
+@pytest.mark.parametrize("variant", [
+    ["model.precision=fp", "model.recovery.enabled=false", "ires.enabled=false"],   # FP
+    ["model.recovery.enabled=false", "ires.enabled=false"],                         # Baseline
+    ["model.recovery.enabled=false"],                                               # IRes
+    ["model.recovery.preset=null", "model.recovery.r=1", "ires.enabled=false"],     # IRec
+    ["ires.enabled=false"],                                                         # CIRec
+    ["ires.variant=authors", "model.sign_zero=zero"],                               # authors' code
+])
+def test_table1_variants_run(tmp_path, variant):
+    metrics = run(synthetic_config("train.max_steps=2", *variant), tmp_path / "run")
+    assert metrics["steps"] == 2
+
+
+def test_ires_doubles_the_forward_passes(tmp_path, monkeypatch):
+    from ir2net.models.layers import IR2NetClassifier
+    calls = []
+    original = IR2NetClassifier.forward
+    monkeypatch.setattr(IR2NetClassifier, "forward",
+                        lambda self, *a, **k: calls.append(self.training) or original(self, *a, **k))
+    run(synthetic_config("train.max_steps=1", "data.synthetic.test_size=8"), tmp_path / "on")
+    assert calls.count(True) == 2
+    calls.clear()
+    run(synthetic_config("train.max_steps=1", "data.synthetic.test_size=8", "ires.lam=0"),
+        tmp_path / "lam0")
+    assert calls.count(True) == 1  # lambda = 0: no restriction, no second pass
+
+
+def test_nan_loss_stops_without_result(tmp_path):
+    with pytest.raises(Exception, match="NaN or Inf at step"):
+        run(synthetic_config("train.lr=1e30", "train.epochs=3"), tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_rerun_of_a_finished_run_returns_it(tmp_path):
+    config = synthetic_config("train.epochs=1")
+    first = run(config, tmp_path / "run")
+    assert run(config, tmp_path / "run") == first
+    other = synthetic_config("train.epochs=1", "seed=1")
+    with pytest.raises(Exception, match="different config"):
+        run(other, tmp_path / "run")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("ires.lam=1.5", "'ires.lam': 1.5 is greater than the maximum of 1"),
+    ("model.name=resnet21", "'model.name': unknown backbone 'resnet21'"),
+    ("train.lr=fast", "'train.lr': 'fast' is not of type 'number'"),
+    ("train.epochs=0", "'train.epochs': 0 is less than the minimum of 1"),
+    ("model.recovery.preset=table9", "'model.recovery.preset': unknown preset"),
+    ("train.colour=red", "unknown key"),
+])
+def test_bad_config_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config("cifar10_resnet20_bireal", ["data.dataset=synthetic", override])
+
+
+def test_missing_dataset_root_is_a_config_error():
+    with pytest.raises(ConfigError, match="'data.root'"):
+        load_config("cifar10_resnet20_bireal")
+
+
+def test_cli_reports_a_corrupt_image_clearly(tmp_path, capsys, cache_dir):
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            folder = tmp_path / "ds" / split / name
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    (tmp_path / "ds" / "train" / "b" / "1.png").write_bytes(b"not an image")
+    code = main(["train", "--config", "cifar10_resnet20_bireal", "--out", str(tmp_path / "run"),
+                 "--set", f"data.root={tmp_path / 'ds'}", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot decode image" in err and "b/1.png" in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
