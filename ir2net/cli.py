@@ -1,4 +1,4 @@
-"""``ir2net`` command line: ``train``, ``models``, ``recipes``, ``presets``."""
+"""``ir2net`` command line: ``train``, ``complexity``, ``models``, ``recipes``, ``presets``."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,28 @@ def _presets(args) -> int:
     return 0
 
 
+def _complexity(args) -> int:
+    from .complexity import build_variant, count_complexity, default_input_size
+
+    size = tuple(args.input_size) if args.input_size else default_input_size(args.model)
+    model = build_variant(args.model, args.variant, taps=args.taps)
+    report = count_complexity(model, size, args.convention, name=f"{args.model}/{args.variant}")
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    import pandas as pd
+    table = report.table()
+    table = table[(table[["bops", "flops", "params"]] != 0).any(axis=1)]
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(table.to_string(index=False, formatters={
+            column: "{:,.0f}".format for column in ("bops", "flops", "params", "bits")}))
+    print(f"\n{report.model} at {'x'.join(map(str, size))}, convention {report.convention}")
+    print(f"BOPs {report.bops / 1e9:.3f}e9  FLOPs {report.flops / 1e8:.3f}e8  "
+          f"OPs {report.ops / 1e8:.3f}e8  params {report.params:,}  "
+          f"memory {report.memory_bits / 8 / 2**20:.2f} MiB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ir2net", description="IR²Net reproduction harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set ires.lam=0.3 (repeatable)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train.set_defaults(func=_train)
+
+    from .complexity import CONVENTIONS, VARIANTS
+    complexity = sub.add_parser("complexity", help="BOPs / FLOPs / OPs / memory of a model")
+    complexity.add_argument("--model", required=True, help="a registered backbone")
+    complexity.add_argument("--variant", default="baseline", choices=VARIANTS,
+                            help="baseline (binary, no recovery), fp, or a recovery preset "
+                                 "(default: baseline)")
+    complexity.add_argument("--convention", default="ir2net_table6", choices=sorted(CONVENTIONS),
+                            help="how real-valued element-wise work is counted "
+                                 "(default: ir2net_table6)")
+    complexity.add_argument("--taps", default="authors", choices=("paper", "authors"),
+                            help="information-recovery taps (default: authors)")
+    complexity.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                            help="input size (default: 3 224 224 on ImageNet, 3 32 32 on CIFAR)")
+    complexity.add_argument("--json", action="store_true", help="machine-readable output")
+    complexity.set_defaults(func=_complexity)
 
     sub.add_parser("models", help="list registered backbones").set_defaults(func=_models)
     sub.add_parser("recipes", help="list packaged recipes").set_defaults(func=_recipes)

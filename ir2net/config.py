@@ -19,7 +19,7 @@ import jsonschema
 import yaml
 
 __all__ = ["ConfigError", "load_config", "resolve_config", "list_recipes", "recipe_path",
-           "config_digest", "apply_overrides", "schema"]
+           "config_digest", "apply_overrides", "schema", "read_yaml_text"]
 
 
 class ConfigError(ValueError):
@@ -36,7 +36,8 @@ _Loader.add_implicit_resolver(
     list("-+0123456789"))
 
 
-def _yaml_load(text: str):
+def read_yaml_text(text: str):
+    """``yaml.safe_load`` that also reads ``1e-3`` and ``1.68e9`` as numbers."""
     return yaml.load(text, Loader=_Loader)
 
 
@@ -59,7 +60,7 @@ def recipe_path(name: str) -> Path:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = _yaml_load(path.read_text()) or {}
+        data = read_yaml_text(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as error:
@@ -106,7 +107,7 @@ def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         try:
-            value = _yaml_load(raw)
+            value = read_yaml_text(raw)
         except yaml.YAMLError:
             value = raw
         node = config

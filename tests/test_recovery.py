@@ -18,7 +18,7 @@ def hardtanh(channels):
 # (backbone, input size, tap channels summed with the last stage, C_n, H_n)
 BACKBONES = {
     "resnet20_bireal": (32, 16 + 16 + 32 + 64, 64, 8),
-    "vgg_small": (32, 128 + 256 + 512 + 512, 512, 4),
+    "vgg_small": (32, 128 + 512, 512, 4),  # authors' taps (the default)
     "resnet18_cifar": (32, 64 + 64 + 128 + 256 + 512, 512, 4),
     "resnet18_bireal_imagenet": (224, 64 + 64 + 128 + 256 + 512, 512, 7),
 }

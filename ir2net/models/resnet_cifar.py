@@ -30,6 +30,8 @@ class BiRealBlock(nn.Module):
     """Two binary convs, each wrapped by its own shortcut:
     ``y = act(bn1(conv1(x)) + s(x)); out = act(bn2(conv2(y)) + y)``."""
 
+    residual_additions = 2  # read by ir2net.complexity
+
     def __init__(self, in_channels: int, out_channels: int, stride: int,
                  binarization: Binarization, act_layer: Callable[[int], nn.Module]):
         super().__init__()
@@ -49,6 +51,8 @@ class BiRealBlock(nn.Module):
 
 class IRNetBlock(nn.Module):
     """The basic block of IR-Net: ``act(bn2(conv2(act(bn1(conv1(x))))) + s(x))``."""
+
+    residual_additions = 1
 
     def __init__(self, in_channels: int, out_channels: int, stride: int,
                  binarization: Binarization, act_layer: Callable[[int], nn.Module],
@@ -105,7 +109,7 @@ def _cifar_resnet(block_fn, widths: list[int], depths: list[int], num_classes: i
 @register_model
 def resnet20_bireal(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
                     scaling: str = "none", recovery: Optional[RecoverySpec] = None,
-                    taps: str = "paper") -> IR2NetClassifier:
+                    taps: str = "authors") -> IR2NetClassifier:
     """ResNet-20 with the Bi-Real structure (Table I; Table III, rows marked *)."""
     return _cifar_resnet(BiRealBlock, [16, 32, 64], [3, 3, 3], num_classes,
                          binarization_from(precision, sign_zero, scaling), recovery, taps)
@@ -114,7 +118,7 @@ def resnet20_bireal(num_classes: int = 10, precision: str = "binary", sign_zero:
 @register_model
 def resnet20_irnet(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
                    scaling: str = "none", recovery: Optional[RecoverySpec] = None,
-                   taps: str = "paper") -> IR2NetClassifier:
+                   taps: str = "authors") -> IR2NetClassifier:
     """ResNet-20 with the IR-Net structure, one shortcut per basic block (Table III)."""
     return _cifar_resnet(IRNetBlock, [16, 32, 64], [3, 3, 3], num_classes,
                          binarization_from(precision, sign_zero, scaling), recovery, taps)
@@ -123,7 +127,7 @@ def resnet20_irnet(num_classes: int = 10, precision: str = "binary", sign_zero: 
 @register_model
 def resnet18_cifar(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
                    scaling: str = "none", recovery: Optional[RecoverySpec] = None,
-                   taps: str = "paper") -> IR2NetClassifier:
+                   taps: str = "authors") -> IR2NetClassifier:
     """ResNet-18 for CIFAR-10: 3x3 stem, four stages of two blocks (Table III)."""
     def block(cin, cout, stride, binarization, act):
         return IRNetBlock(cin, cout, stride, binarization, act, shortcut="conv")

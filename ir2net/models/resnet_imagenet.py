@@ -30,6 +30,10 @@ class TeacherWeightsError(RuntimeError):
 
 
 class BiRealImageNetBlock(nn.Module):
+    """``PReLU(BN(binary conv3x3(x)) + shortcut(x))``."""
+
+    residual_additions = 1  # read by ir2net.complexity
+
     def __init__(self, in_channels: int, out_channels: int, stride: int,
                  binarization: Binarization):
         super().__init__()
@@ -50,7 +54,7 @@ class BiRealImageNetBlock(nn.Module):
 def resnet18_bireal_imagenet(num_classes: int = 1000, precision: str = "binary",
                              sign_zero: str = "plus_one", scaling: str = "none",
                              recovery: Optional[RecoverySpec] = None,
-                             taps: str = "paper") -> IR2NetClassifier:
+                             taps: str = "authors") -> IR2NetClassifier:
     """Bi-Real ResNet-18 for ImageNet (Table IV, VI); ``precision="fp"`` is the FP row."""
     binarization = binarization_from(precision, sign_zero, scaling)
     stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), prelu(64))

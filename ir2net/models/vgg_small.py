@@ -27,7 +27,7 @@ _TAPS = {"paper": ("stem", "block2", "block4"), "authors": ("stem",)}
 @register_model
 def vgg_small(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
               scaling: str = "none", recovery: Optional[RecoverySpec] = None,
-              taps: str = "paper", image_size: int = 32) -> IR2NetClassifier:
+              taps: str = "authors", image_size: int = 32) -> IR2NetClassifier:
     """VGG-Small (Table III)."""
     if taps not in _TAPS:
         raise ValueError(f"unknown tap style {taps!r}; expected one of {', '.join(_TAPS)}")
