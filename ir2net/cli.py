@@ -67,6 +67,30 @@ def _complexity(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .bench import run_benchmark
+
+    result = run_benchmark(device=args.device, batch_size=args.batch_size, warmup=args.warmup,
+                           repeats=args.repeats, steps=args.steps, data_root=args.data_root,
+                           channels_last=args.channels_last, compile=args.compile,
+                           cuda_graphs=not args.no_cuda_graphs)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    step, data, machine = result["train_step"], result["data"], result["machine"]
+    print(f"machine: {machine.get('gpu') or machine['cpu']} ({machine['device']}, "
+          f"{machine['torch_threads']} threads, torch {machine['torch']})")
+    print(f"equivalence: loss {step['equivalence']['loss']:.6f}, largest gradient difference "
+          f"{step['equivalence']['max_abs_grad_diff']:.2e}")
+    print(f"training step, batch {step['batch_size']}: ours {step['ours_img_s']:.0f} img/s, "
+          f"reference {step['reference_img_s']:.0f} img/s, speedup {step['speedup']:.2f}x; "
+          f"ours with the data pipeline {step['ours_with_data_img_s']:.0f} img/s "
+          f"({step['speedup_with_data']:.2f}x)")
+    print(f"data pipeline: {data['img_s']:.0f} img/s ({data['vs_train_step']:.1f}x the "
+          f"training step)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ir2net", description="IR²Net reproduction harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     complexity.add_argument("--json", action="store_true", help="machine-readable output")
     complexity.set_defaults(func=_complexity)
 
+    bench = sub.add_parser("bench", help="training-step and data-pipeline throughput, ours vs "
+                                         "the authors' formulation")
+    bench.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=("cpu", "cuda"))
+    bench.add_argument("--batch-size", type=int, default=128)
+    bench.add_argument("--warmup", type=int, default=3, help="untimed steps (default: 3)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed repeats (default: 5)")
+    bench.add_argument("--steps", type=int, default=5, help="steps per repeat (default: 5)")
+    bench.add_argument("--data-root", help="CIFAR-10 to read (default: generated images)")
+    bench.add_argument("--channels-last", action="store_true")
+    bench.add_argument("--compile", action="store_true", help="torch.compile our model")
+    bench.add_argument("--no-cuda-graphs", action="store_true",
+                       help="run our step eagerly on CUDA (default: captured CUDA graph)")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=_bench)
+
     sub.add_parser("models", help="list registered backbones").set_defaults(func=_models)
     sub.add_parser("recipes", help="list packaged recipes").set_defaults(func=_recipes)
     sub.add_parser("presets", help="Table II / V recovery presets as JSON").set_defaults(
@@ -103,8 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
 def main(argv=None) -> int:
     from .artifacts import ArtifactError
+    from .bench import BenchmarkError
     from .config import ConfigError
     from .data import DatasetError
     from .models.resnet_imagenet import TeacherWeightsError
@@ -113,7 +158,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, TrainingError, ArtifactError, TeacherWeightsError) as error:
+    except (ConfigError, DatasetError, TrainingError, ArtifactError, TeacherWeightsError,
+            BenchmarkError) as error:
         print(f"ir2net: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -34,7 +34,6 @@ from importlib import resources
 from typing import Optional, Sequence
 
 import torch
-from ptflops.pytorch_ops import conv_flops_counter_hook, linear_flops_counter_hook
 from torch import nn
 
 from .binarize import BinaryConv2d, BinaryLinear
@@ -164,6 +163,8 @@ def _own_params(module: nn.Module) -> tuple[int, int]:
 def count_complexity(model: nn.Module, input_size: Sequence[int] = (3, 224, 224),
                      convention="ir2net_table6", name: str = "") -> ComplexityReport:
     """Per-layer BOPs/FLOPs/params/bits of one forward pass of a single image."""
+    from ptflops.pytorch_ops import conv_flops_counter_hook, linear_flops_counter_hook
+
     convention = _convention(convention)
     report = ComplexityReport(name or type(model).__name__, tuple(input_size), convention.name)
     rows: list[LayerCount] = []

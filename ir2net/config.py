@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-import jsonschema
 import yaml
 
 __all__ = ["ConfigError", "load_config", "resolve_config", "list_recipes", "recipe_path",
@@ -128,7 +127,7 @@ def _fill_defaults(node: dict, node_schema: dict) -> None:
             _fill_defaults(node[key], sub)
 
 
-def _format_error(error: jsonschema.ValidationError) -> str:
+def _format_error(error) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
         return f"config: unknown key(s) under '{key}': {error.message}"
@@ -137,6 +136,8 @@ def _format_error(error: jsonschema.ValidationError) -> str:
 
 def resolve_config(config: dict) -> dict:
     """Validate ``config``, fill in the schema's defaults and check cross-key rules."""
+    import jsonschema
+
     config = copy.deepcopy(config)
     config.pop("base", None)
     _fill_defaults(config, schema())

@@ -32,8 +32,9 @@ from .recovery import RecoverySpec, recovery_preset
 from .restriction import InformationRestriction
 
 __all__ = ["TrainingError", "resolve_device", "build_model", "build_teacher", "build_optimizer",
-           "build_scheduler", "distillation_loss", "train_one_epoch", "evaluate", "run",
-           "build_restriction"]
+           "build_scheduler", "distillation_loss", "TrainStep", "CudaGraphStep", "build_step",
+           "train_one_epoch", "evaluate",
+           "run", "build_restriction"]
 
 
 class TrainingError(RuntimeError):
@@ -117,17 +118,157 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return -(F.softmax(teacher_logits, dim=1) * F.log_softmax(student_logits, dim=1)).sum(1).mean()
 
 
-# ----------------------------------------------------------------------------- one epoch
-def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, *,
-                    restriction: Optional[InformationRestriction], teacher: Optional[nn.Module],
-                    label_smoothing: float, epoch: int, step: int, max_steps: Optional[int],
-                    progress: bool, description: str = "") -> dict:
-    """One pass over the training batches; Algorithm 1 when ``restriction`` is set."""
-    model.train()
+# ----------------------------------------------------------------------------- one step
+class TrainStep:
+    """One optimisation step: forward, the IRes masked pass (Algorithm 1) when
+    ``restriction`` is set, Eq. 10, backward, update.  Everything stays on the device:
+    no value is read back to the host here."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 restriction: Optional[InformationRestriction] = None,
+                 teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0):
+        self.model = model
+        self.optimizer = optimizer
+        self.restriction = restriction
+        self.teacher = teacher
+        self.label_smoothing = label_smoothing
+
+    def _criterion(self, logits, labels, soft_target):
+        if soft_target is not None:
+            return distillation_loss(logits, soft_target)
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor):
+        """``(Loss_total, logits of the original images)`` with the graph attached."""
+        soft_target = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                soft_target = self.teacher(images)
+        if self.restriction is None:
+            logits = self.model(images)
+            return self._criterion(logits, labels, soft_target), logits
+        logits, attention_source = self.model(images, return_attention_source=True)
+        loss = self._criterion(logits, labels, soft_target)
+        masked = self.restriction.mask_images(images, attention_source)
+        masked_loss = self._criterion(self.model(masked), labels, soft_target)
+        return self.restriction.combine(loss, masked_loss), logits
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
+        loss, logits = self.loss(images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), logits.detach()
+
+
+class CudaGraphStep:
+    """A :class:`TrainStep` captured into a CUDA graph and replayed (SGD on CUDA only).
+
+    At batch 128 the small CIFAR models are bound by kernel launches, not arithmetic;
+    replaying one graph per step removes that overhead.  The math is the eager step's:
+    the first step runs eagerly (it creates the optimizer's momentum buffers), the
+    warm-up passes before a capture only run forward/backward and BatchNorm's running
+    statistics are restored after them.  The graph bakes in the learning rate, so it is
+    recaptured whenever the rate changes (once per epoch under the cosine schedule);
+    batches of another shape (a last partial batch) run eagerly.
+    """
+
+    def __init__(self, step: TrainStep, warmup: int = 2):
+        if not isinstance(step.optimizer, torch.optim.SGD):
+            raise ValueError("CUDA-graph capture is implemented for SGD only")
+        self.step = step
+        self.model = step.model
+        self.optimizer = step.optimizer
+        self.warmup = warmup
+        self.graph = None
+        self.key = None
+        self.eager_steps = 0
+
+    def _capture(self, images, labels):
+        self.static_images = images.clone()
+        self.static_labels = labels.clone()
+        norms = [m for m in self.model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                 for m in norms]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step.loss(self.static_images, self.static_labels)[0].backward()
+        torch.cuda.current_stream().wait_stream(side)
+        for module, (mean, var, count) in zip(norms, saved):
+            module.running_mean.copy_(mean)
+            module.running_var.copy_(var)
+            module.num_batches_tracked.copy_(count)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            loss, logits = self.step.loss(self.static_images, self.static_labels)
+            loss.backward()
+            self.optimizer.step()
+        self.static_loss, self.static_logits = loss.detach(), logits.detach()
+
+    def __call__(self, images, labels):
+        key = (tuple(images.shape), tuple(group["lr"] for group in self.optimizer.param_groups))
+        if self.eager_steps == 0 or (self.key is not None and key[0] != self.key[0]):
+            self.eager_steps += 1
+            return self.step(images, labels)
+        if self.graph is None or key != self.key:
+            self._capture(images, labels)
+            self.key = key
+        self.static_images.copy_(images)
+        self.static_labels.copy_(labels)
+        self.graph.replay()
+        return self.static_loss.clone(), self.static_logits.clone()
+
+
+class _CompileFallback(nn.Module):
+    """``torch.compile``d model that falls back to the eager one if compilation fails."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.eager = model
+        self.compiled = torch.compile(model)
+        self.failed = False
+
+    def forward(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as error:  # inductor needs a C++/Triton toolchain
+                import warnings
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); "
+                              "training continues in eager mode")
+                self.failed = True
+        return self.eager(*args, **kwargs)
+
+
+def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
+               restriction: Optional[InformationRestriction] = None,
+               teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0,
+               cuda_graphs: bool = True, compile: bool = False):
+    """The fastest available form of :class:`TrainStep` for this device and optimizer."""
     device = next(model.parameters()).device
+    forward_model = _CompileFallback(model) if compile else model
+    step = TrainStep(forward_model, optimizer, restriction=restriction, teacher=teacher,
+                     label_smoothing=label_smoothing)
+    if cuda_graphs and device.type == "cuda" and isinstance(optimizer, torch.optim.SGD):
+        return CudaGraphStep(step)
+    return step
+
+
+# ----------------------------------------------------------------------------- one epoch
+def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
+                    max_steps: Optional[int], progress: bool, description: str = "") -> dict:
+    """One pass over the training batches."""
+    step_fn.model.train()
+    device = next(step_fn.model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+    step_counter = torch.full((), step, device=device, dtype=torch.int64)
     seen = 0
     total = len(batches) if max_steps is None else min(len(batches), max(max_steps - step, 0))
     bar = tqdm(total=total, desc=description or f"epoch {epoch + 1}", disable=not progress,
@@ -143,34 +284,13 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
     for images, labels in batches:
         if max_steps is not None and step >= max_steps:
             break
-        soft_target = None
-        if teacher is not None:
-            with torch.no_grad():
-                soft_target = teacher(images)
-
-        def criterion(logits):
-            if soft_target is not None:
-                return distillation_loss(logits, soft_target)
-            return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-
-        if restriction is not None:
-            logits, attention_source = model(images, return_attention_source=True)
-            loss = criterion(logits)
-            masked = restriction.mask_images(images, attention_source)
-            loss = restriction.combine(loss, criterion(model(masked)))
-        else:
-            logits = model(images)
-            loss = criterion(logits)
-
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-        detached = loss.detach()
-        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(detached),
-                                     torch.tensor(step, device=device), first_bad_step)
-        loss_sum += detached * labels.numel()
-        correct += (logits.detach().argmax(1) == labels).sum()
+        loss, logits = step_fn(images, labels)
+        # bookkeeping stays on the device; the host looks only every 25 steps
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step_counter,
+                                     first_bad_step)
+        step_counter += 1
+        loss_sum += loss * labels.numel()
+        correct += (logits.argmax(1) == labels).sum()
         seen += labels.numel()
         step += 1
         bar.update(1)
@@ -252,6 +372,10 @@ def run(config: dict, out_dir: str | Path) -> dict:
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
 
+    step_fn = build_step(model, optimizer, restriction=restriction, teacher=teacher,
+                         label_smoothing=train_cfg["label_smoothing"],
+                         cuda_graphs=train_cfg["cuda_graphs"], compile=train_cfg["compile"])
+
     checkpoint_path = out_dir / "checkpoint" / "last.pt"
     state = _load_checkpoint(checkpoint_path, digest)
     history, best, start_epoch, step, train_seconds, images_seen = [], None, 0, 0, 0.0, 0
@@ -273,9 +397,7 @@ def run(config: dict, out_dir: str | Path) -> dict:
         data.train.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         tick = time.perf_counter()
-        stats = train_one_epoch(model, data.train, optimizer, restriction=restriction,
-                                teacher=teacher, label_smoothing=train_cfg["label_smoothing"],
-                                epoch=epoch, step=step, max_steps=max_steps,
+        stats = train_one_epoch(step_fn, data.train, epoch=epoch, step=step, max_steps=max_steps,
                                 progress=config["progress"],
                                 description=f"epoch {epoch + 1}/{epochs}")
         if device.type == "cuda":

@@ -1,0 +1,281 @@
+"""``ir2net bench``: training-step and data-pipeline throughput, measured side by side.
+
+The reference is a plain transcription of Algorithm 1 in the style of the authors'
+code, run on the same model architecture and the same batch:
+
+* activations: ``sign`` forward with the ApproxSign gradient assembled from three float
+  masks and the ``out_forward.detach() - out3.detach() + out3`` trick;
+* weights: ``sign(w).detach() - clamp(w).detach() + clamp(w)``;
+* the IRes mask built by a Python loop over the images of the batch.
+
+Before anything is timed, ours and the reference must give the same loss and the same
+gradients on one fixed batch (see ``EQUIVALENCE_TOLERANCE``), or the benchmark fails.
+Timings: warm-up steps excluded, several repeats, the median reported; on a GPU every
+repeat is bracketed by synchronisation.
+"""
+from __future__ import annotations
+
+import copy
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import provenance
+from .binarize import ApproxSign, BinaryConv2d, WeightSign
+from .data import TensorBatches, synthetic_split
+from .models import create_model
+from .recovery import recovery_preset
+from .restriction import InformationRestriction
+from .training import TrainStep, build_step
+
+__all__ = ["EQUIVALENCE_TOLERANCE", "AuthorsStyleApproxSign", "AuthorsStyleWeightSign",
+           "authors_style_model", "ReferenceStep", "check_equivalence", "run_benchmark",
+           "BenchmarkError"]
+
+#: Relative and absolute tolerance on the loss and on every gradient (fp32; the two
+#: formulations differ only in the order of floating-point operations).
+EQUIVALENCE_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+
+
+class BenchmarkError(RuntimeError):
+    pass
+
+
+class AuthorsStyleApproxSign(nn.Module):
+    """ApproxSign as the authors wrote it: three float masks and the detach trick."""
+
+    precision = 1
+
+    def forward(self, x):
+        out_forward = torch.sign(x)
+        mask1 = x < -1
+        mask2 = x < 0
+        mask3 = x < 1
+        out1 = (-1) * mask1.type(torch.float32) + (x * x + 2 * x) * (1 - mask1.type(torch.float32))
+        out2 = out1 * mask2.type(torch.float32) + (-x * x + 2 * x) * (1 - mask2.type(torch.float32))
+        out3 = out2 * mask3.type(torch.float32) + 1 * (1 - mask3.type(torch.float32))
+        return out_forward.detach() - out3.detach() + out3
+
+
+class AuthorsStyleWeightSign(nn.Module):
+    precision = 1
+
+    def forward(self, w):
+        clipped = torch.clamp(w, -1.0, 1.0)
+        return torch.sign(w).detach() - clipped.detach() + clipped
+
+
+def authors_style_model(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose quantizers are the authors' formulation (same weights)."""
+    reference = copy.deepcopy(model)
+    for module in reference.modules():
+        if isinstance(module, BinaryConv2d):
+            if isinstance(module.input_quantizer, ApproxSign):
+                module.input_quantizer = AuthorsStyleApproxSign()
+            if isinstance(module.weight_quantizer, WeightSign):
+                module.weight_quantizer = AuthorsStyleWeightSign()
+    return reference
+
+
+def _authors_attention_erase(features, images, lam):
+    """The authors' ``at`` + ``attention_erase``: one image at a time."""
+    attention = F.normalize(features.pow(2).mean(1))
+    height, width = images.shape[-2:]
+    attention = F.interpolate(attention.unsqueeze(1).detach(), size=(height, width),
+                              mode="bilinear", align_corners=True)
+    weights = F.avg_pool2d(attention, (height, width)).reshape(images.shape[0], -1)
+    masks = []
+    for i in range(images.shape[0]):
+        mask = attention[i].detach()
+        masks.append((mask > lam * weights[i]).float())
+    return images * torch.stack(masks)
+
+
+class ReferenceStep:
+    """Algorithm 1 as the authors' trainer runs it (mu = 0.5)."""
+
+    def __init__(self, model, optimizer, lam: float):
+        self.model, self.optimizer, self.lam = model, optimizer, lam
+
+    def loss(self, images, labels):
+        output1, feature = self.model(images, return_attention_source=True)
+        erased = _authors_attention_erase(feature, images, self.lam)
+        output2 = self.model(erased)
+        return (F.cross_entropy(output1, labels) + F.cross_entropy(output2, labels)) / 2, output1
+
+    def __call__(self, images, labels):
+        loss, logits = self.loss(images, labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), logits.detach()
+
+
+def _sgd(model):
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def check_equivalence(ours: TrainStep, reference: ReferenceStep, images, labels) -> dict:
+    """Same loss and gradients on one batch, or :class:`BenchmarkError`.
+
+    On CUDA the check runs in strict fp32 (no TF32) with deterministic cuDNN: TF32's
+    10-bit mantissa moves pre-activations near 0 across the sign threshold differently
+    in two formulations that agree in exact arithmetic."""
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, cudnn.deterministic,
+             cudnn.benchmark)
+    cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        return _compare(ours, reference, images, labels)
+    finally:
+        (cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, cudnn.deterministic,
+         cudnn.benchmark) = saved
+
+
+def _compare(ours, reference, images, labels) -> dict:
+    results = []
+    for step in (ours, reference):
+        step.model.train()
+        step.model.zero_grad(set_to_none=True)
+        loss, _ = step.loss(images, labels)
+        loss.backward()
+        results.append((loss.detach().float(), {n: p.grad.detach().float().clone()
+                                                for n, p in step.model.named_parameters()
+                                                if p.grad is not None}))
+        step.model.zero_grad(set_to_none=True)
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    if grads_a.keys() != grads_b.keys():
+        raise BenchmarkError("ours and the reference have different parameters with gradients")
+    worst = 0.0
+    try:
+        torch.testing.assert_close(loss_a, loss_b, **EQUIVALENCE_TOLERANCE)
+        for name in grads_a:
+            torch.testing.assert_close(grads_a[name], grads_b[name], **EQUIVALENCE_TOLERANCE,
+                                       msg=lambda m, n=name: f"gradient of {n}: {m}")
+            worst = max(worst, (grads_a[name] - grads_b[name]).abs().max().item())
+    except AssertionError as error:
+        raise BenchmarkError(f"ours and the reference disagree; nothing was timed: {error}") from error
+    return {"loss": loss_a.item(), "max_abs_grad_diff": worst, **EQUIVALENCE_TOLERANCE}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _throughput(run_once: Callable[[], int], device, warmup: int, repeats: int,
+                steps: int) -> dict:
+    for _ in range(warmup):
+        run_once()
+    _sync(device)
+    rates = []
+    for _ in range(repeats):
+        images = 0
+        tick = time.perf_counter()
+        for _ in range(steps):
+            images += run_once()
+        _sync(device)
+        rates.append(images / (time.perf_counter() - tick))
+    return {"median_img_s": statistics.median(rates), "repeats_img_s": rates}
+
+
+def _model(device, channels_last=False):
+    torch.manual_seed(0)
+    model = create_model("resnet20_bireal", recovery=recovery_preset("table2_resnet20").spec,
+                         sign_zero="zero").to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def run_benchmark(device: str = "cpu", batch_size: int = 128, warmup: int = 3,
+                  repeats: int = 5, steps: int = 5, data_root: str | None = None,
+                  channels_last: bool = False, lam: float = 0.15,
+                  compile: bool = False, cuda_graphs: bool = True) -> dict:
+    """Training step of ResNet-20 IR²Net (IRes + CIRec) at ``batch_size``: ours vs the
+    reference; and the data pipeline.  Both models use the authors' variant of the
+    method (``sign(0) = 0``, row-normalised attention, strict ``>``) so that they compute
+    the same function."""
+    device = torch.device(device)
+    if data_root:
+        from .data import load_small_split
+        split = load_small_split({"dataset": "cifar10", "root": data_root, "download": False,
+                                  "cache_dir": None, "synthetic": {}}, "train")
+        data_source = f"CIFAR-10 from {data_root}"
+    else:
+        split = synthetic_split({"image_size": 32, "num_classes": 10,
+                                 "train_size": max(4 * batch_size, 1024), "test_size": 10},
+                                "train")
+        data_source = "SYNTHETIC 32x32 images (no dataset given)"
+    batches = TensorBatches(split, batch_size, device, train=True, drop_last=True,
+                            channels_last=channels_last)
+    images, labels = next(iter(batches))
+
+    ours_model = _model(device, channels_last)
+    reference_model = authors_style_model(_model(device))
+    restriction = InformationRestriction(lam, 0.5, "authors")
+    ours_eager = TrainStep(ours_model, _sgd(ours_model), restriction=restriction)
+    reference = ReferenceStep(reference_model, _sgd(reference_model), lam)
+    equivalence = check_equivalence(ours_eager, reference, images, labels)
+    # what `ir2net train` runs on this device (CUDA graphs on a GPU)
+    ours = build_step(ours_model, ours_eager.optimizer, restriction=restriction,
+                      compile=compile, cuda_graphs=cuda_graphs)
+
+    def ours_once():
+        ours(images, labels)
+        return batch_size
+
+    def reference_once():
+        reference(images.contiguous(), labels)
+        return batch_size
+
+    pipeline_iter = [iter(batches)]
+
+    def next_batch():
+        try:
+            return next(pipeline_iter[0])
+        except StopIteration:
+            pipeline_iter[0] = iter(batches)
+            return next(pipeline_iter[0])
+
+    def ours_with_data_once():
+        x, y = next_batch()
+        ours(x, y)
+        return y.numel()
+
+    def data_once():
+        x, y = next_batch()
+        return y.numel()
+
+    reference_stats = _throughput(reference_once, device, warmup, repeats, steps)
+    ours_stats = _throughput(ours_once, device, warmup, repeats, steps)
+    with_data = _throughput(ours_with_data_once, device, warmup, repeats, steps)
+    data_stats = _throughput(data_once, device, warmup, repeats, max(steps * 10, 20))
+    machine = provenance.hardware(device)
+    machine.update(python=platform.python_version(), torch=torch.__version__)
+    return {
+        "train_step": {"ours_img_s": ours_stats["median_img_s"],
+                       "reference_img_s": reference_stats["median_img_s"],
+                       "speedup": ours_stats["median_img_s"] / reference_stats["median_img_s"],
+                       "ours_with_data_img_s": with_data["median_img_s"],
+                       "speedup_with_data": with_data["median_img_s"]
+                       / reference_stats["median_img_s"],
+                       "repeats": {"ours": ours_stats["repeats_img_s"],
+                                   "reference": reference_stats["repeats_img_s"],
+                                   "ours_with_data": with_data["repeats_img_s"]},
+                       "batch_size": batch_size, "model": "resnet20_bireal + CIRec (r=4) + IRes",
+                       "ours_step": type(ours).__name__,
+                       "equivalence": equivalence},
+        "data": {"img_s": data_stats["median_img_s"],
+                 "vs_train_step": data_stats["median_img_s"] / ours_stats["median_img_s"],
+                 "source": data_source, "pipeline": "device-resident uint8 tensor, batched "
+                 "crop + flip + normalise"},
+        "settings": {"warmup_steps": warmup, "repeats": repeats, "steps_per_repeat": steps,
+                     "channels_last": channels_last, "compile": compile,
+                     "cuda_graphs": cuda_graphs},
+        "machine": machine,
+    }
