@@ -176,11 +176,21 @@ def load_config(source: str, overrides: Iterable[str] = ()) -> dict:
     return resolve_config(apply_overrides(_load_layers(source), overrides))
 
 
+#: Keys that change how a run executes but not its result; left out of the digest so that
+#: a checkpoint stays valid when they change.
+EXECUTION_ONLY_KEYS = ("progress", "device", "data.workers", "data.cache_dir",
+                       "train.checkpoint_every_steps", "train.cuda_graphs", "train.compile",
+                       "train.channels_last")
+
+
 def config_digest(config: dict) -> str:
     """A short stable hash of everything that changes a run's result."""
-    relevant = {k: v for k, v in config.items() if k not in ("progress", "device")}
-    relevant = copy.deepcopy(relevant)
-    relevant.get("data", {}).pop("workers", None)
-    relevant.get("data", {}).pop("cache_dir", None)
+    relevant = copy.deepcopy(config)
+    for dotted in EXECUTION_ONLY_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = relevant
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
     blob = json.dumps(relevant, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

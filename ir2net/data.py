@@ -294,13 +294,17 @@ class TensorBatches:
         self.seed = seed
         self.channels_last = channels_last
         self.epoch = 0
+        self.start_batch = 0
         mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         self.scale = 1.0 / (255.0 * std)  # (x / 255 - mean) / std == x * scale + shift
         self.shift = -mean / std
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's order and augmentation; ``start_batch`` skips batches already
+        trained on (a resumed epoch) while drawing the same random numbers for them."""
         self.epoch = epoch
+        self.start_batch = start_batch
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -314,14 +318,19 @@ class TensorBatches:
         return torch.Generator(device=self.device).manual_seed(
             self.seed * 1_000_003 + self.epoch)
 
+    def _draw(self, batch: int, gen: torch.Generator):
+        pad = self.padding
+        top = torch.randint(0, 2 * pad + 1, (batch, 1), generator=gen, device=self.device)
+        left = torch.randint(0, 2 * pad + 1, (batch, 1), generator=gen, device=self.device)
+        flip = torch.rand(batch, 1, generator=gen, device=self.device) < 0.5
+        return top, left, flip
+
     def _augment(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """RandomCrop(size, padding) with zero fill and a horizontal flip, for the whole batch."""
         batch, _, height, width = images.shape
         pad = self.padding
         padded = F.pad(images, (pad, pad, pad, pad))
-        top = torch.randint(0, 2 * pad + 1, (batch, 1), generator=gen, device=self.device)
-        left = torch.randint(0, 2 * pad + 1, (batch, 1), generator=gen, device=self.device)
-        flip = torch.rand(batch, 1, generator=gen, device=self.device) < 0.5
+        top, left, flip = self._draw(batch, gen)
         cols = torch.arange(width, device=self.device)
         cols = torch.where(flip, left + (width - 1 - cols), left + cols)
         rows = top + torch.arange(height, device=self.device)
@@ -337,8 +346,12 @@ class TensorBatches:
             order = torch.randperm(n, generator=gen, device=self.device)
         else:
             gen, order = None, torch.arange(n, device=self.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for number, start in enumerate(range(0, len(self) * self.batch_size, self.batch_size)):
             index = order[start:start + self.batch_size]
+            if number < self.start_batch:
+                if self.train:
+                    self._draw(index.numel(), gen)
+                continue
             images = self.images[index]
             if self.train:
                 images = self._augment(images, gen)
@@ -410,9 +423,11 @@ class _EpochSeededLoader:
         self.seed = seed
         self.device = device
         self.channels_last = channels_last
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.loader.generator.manual_seed(self.seed * 1_000_003 + epoch)
+        self.start_batch = start_batch
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -422,7 +437,9 @@ class _EpochSeededLoader:
         return len(self.loader.dataset)
 
     def __iter__(self):
-        for images, labels in self.loader:
+        for number, (images, labels) in enumerate(self.loader):
+            if number < self.start_batch:
+                continue  # the same worker seeds and order: skip what was already trained
             images = images.to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -469,3 +486,47 @@ def build_data(config: dict, device: torch.device) -> DataBundle:
     description.update(train_images=train.num_images, test_images=test.num_images,
                        num_classes=len(classes))
     return DataBundle(train, test, len(classes), description)
+
+
+def build_standin(data_cfg: dict, out_dir: str | Path, *, classes: int, train_per_class: int,
+                  val_per_class: int, image_size: int) -> dict:
+    """An ImageNet-layout stand-in (``train/<class>/*.jpg``, ``val/<class>/*.jpg``) made of
+    real CIFAR-10 images (or the synthetic set) upsampled to ``image_size``: it exercises
+    the ImageNet code path (varied JPEG decode, RandomResizedCrop, Lighting, two stages,
+    distillation) where ImageNet itself is not available.  Written to a temporary folder
+    and renamed into place, so a half-built stand-in is never used."""
+    import json
+    import shutil
+
+    out_dir = Path(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".standin-", dir=out_dir.parent if out_dir.parent.exists()
+                                    else None))
+    description = {}
+    try:
+        for split, folder, per_class in (("train", "train", train_per_class),
+                                         ("test", "val", val_per_class)):
+            source = load_small_split(data_cfg, split)
+            if classes > len(source.classes):
+                raise DatasetError(f"the stand-in asks for {classes} classes but the source has "
+                                   f"{len(source.classes)}")
+            for label in range(classes):
+                name = source.classes[label]
+                target = staging / folder / name
+                target.mkdir(parents=True)
+                indices = torch.nonzero(source.labels == label).flatten()[:per_class]
+                for i, index in enumerate(indices.tolist()):
+                    image = Image.fromarray(source.images[index].permute(1, 2, 0).numpy())
+                    image = image.resize((image_size, image_size), Image.BICUBIC)
+                    image.save(target / f"{i:05d}.jpg", quality=90)
+            description[folder] = f"{per_class} per class from {source.source}"
+        description.update(classes=classes, image_size=image_size,
+                           synthetic=data_cfg["dataset"] == "synthetic")
+        (staging / "STANDIN.json").write_text(json.dumps(description, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return description

@@ -15,9 +15,11 @@ returns at once when the run is already complete.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -261,16 +263,28 @@ def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
 
 # ----------------------------------------------------------------------------- one epoch
 def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
-                    max_steps: Optional[int], progress: bool, description: str = "") -> dict:
-    """One pass over the training batches."""
+                    max_steps: Optional[int], progress: bool, description: str = "",
+                    partial: Optional[dict] = None, checkpoint_every: Optional[int] = None,
+                    on_checkpoint: Optional[Callable[[dict], None]] = None) -> dict:
+    """One pass over the training batches.
+
+    ``partial`` resumes an epoch that a checkpoint interrupted (``batches`` must then start
+    at ``partial["batch"]``); every ``checkpoint_every`` steps ``on_checkpoint`` receives
+    the epoch's progress so far."""
     step_fn.model.train()
     device = next(step_fn.model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen, batch_index = 0, 0
+    if partial is not None:
+        loss_sum = partial["loss_sum"].to(device)
+        correct = partial["correct"].to(device)
+        seen, batch_index = partial["seen"], partial["batch"]
     first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
     step_counter = torch.full((), step, device=device, dtype=torch.int64)
-    seen = 0
-    total = len(batches) if max_steps is None else min(len(batches), max(max_steps - step, 0))
+    images_now = 0
+    remaining = len(batches) - batch_index
+    total = remaining if max_steps is None else min(remaining, max(max_steps - step, 0))
     bar = tqdm(total=total, desc=description or f"epoch {epoch + 1}", disable=not progress,
                leave=False, dynamic_ncols=True)
 
@@ -292,16 +306,25 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
         loss_sum += loss * labels.numel()
         correct += (logits.argmax(1) == labels).sum()
         seen += labels.numel()
+        images_now += labels.numel()
         step += 1
+        batch_index += 1
         bar.update(1)
         if step % 25 == 0:
             check_finite()
             if progress:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+        if (checkpoint_every and on_checkpoint is not None and step % checkpoint_every == 0
+                and batch_index < len(batches)):
+            check_finite()  # never checkpoint a diverged state
+            on_checkpoint({"batch": batch_index, "loss_sum": loss_sum.detach().cpu(),
+                           "correct": correct.cpu(), "seen": seen, "step": step,
+                           "images": images_now})
     bar.close()
     check_finite()
     return {"train_loss": loss_sum.item() / max(seen, 1),
-            "train_top1": 100.0 * correct.item() / max(seen, 1), "images": seen, "step": step}
+            "train_top1": 100.0 * correct.item() / max(seen, 1), "images": images_now,
+            "step": step}
 
 
 @torch.no_grad()
@@ -327,7 +350,7 @@ def evaluate(model: nn.Module, batches) -> dict:
 
 
 # ----------------------------------------------------------------------------- a whole run
-def _load_checkpoint(path: Path, digest: str) -> Optional[dict]:
+def _load_checkpoint(path: Path, digest: str, on_config_change: str = "error") -> Optional[dict]:
     if not path.is_file():
         return None
     try:
@@ -335,6 +358,12 @@ def _load_checkpoint(path: Path, digest: str) -> Optional[dict]:
     except Exception as error:
         raise TrainingError(f"checkpoint {path} is unreadable ({error}); delete it to start the "
                             "run again from scratch") from error
+    if state.get("config_digest") != digest and on_config_change == "restart":
+        stale = path.with_name(f"stale-{state.get('config_digest')}.pt")
+        os.replace(path, stale)  # kept, never deleted: the new config starts from scratch
+        print(f"ir2net: the config changed; the old checkpoint is kept as {stale} and the run "
+              "starts from scratch", file=sys.stderr)
+        return None
     if state.get("config_digest") != digest:
         raise TrainingError(f"checkpoint {path} was written by a different config (digest "
                             f"{state.get('config_digest')} != {digest}); use another --out folder "
@@ -342,8 +371,11 @@ def _load_checkpoint(path: Path, digest: str) -> Optional[dict]:
     return state
 
 
-def run(config: dict, out_dir: str | Path) -> dict:
-    """Train and evaluate one configuration in ``out_dir``; returns the metrics."""
+def run(config: dict, out_dir: str | Path, on_config_change: str = "error") -> dict:
+    """Train and evaluate one configuration in ``out_dir``; returns the metrics.
+
+    ``on_config_change``: what to do with a checkpoint written by a different config:
+    ``error`` (default) or ``restart`` (keep it aside as ``stale-<digest>.pt``, start anew)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     digest = config_digest(config)
@@ -377,9 +409,9 @@ def run(config: dict, out_dir: str | Path) -> dict:
                          cuda_graphs=train_cfg["cuda_graphs"], compile=train_cfg["compile"])
 
     checkpoint_path = out_dir / "checkpoint" / "last.pt"
-    state = _load_checkpoint(checkpoint_path, digest)
+    state = _load_checkpoint(checkpoint_path, digest, on_config_change)
     history, best, start_epoch, step, train_seconds, images_seen = [], None, 0, 0, 0.0, 0
-    earlier_wall_seconds = 0.0
+    earlier_wall_seconds, partial = 0.0, None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -388,18 +420,40 @@ def run(config: dict, out_dir: str | Path) -> dict:
         start_epoch, step = state["epoch"], state["step"]
         train_seconds, images_seen = state["train_seconds"], state["images_seen"]
         earlier_wall_seconds = state["wall_seconds"]
+        partial = state.get("partial")
 
+    if len(data.train) == 0:
+        raise TrainingError(f"config key 'train.batch_size': {train_cfg['batch_size']} is larger "
+                            f"than the {data.train.num_images} training images and drop_last is "
+                            "on, so no step would run; lower the batch size or use more data")
     epochs, max_steps = train_cfg["epochs"], train_cfg["max_steps"]
+
+    def save_checkpoint(epochs_done: int, step_now: int, partial_state=None, seconds=0.0,
+                        images=0):
+        """Everything a rerun needs to continue exactly here (written atomically)."""
+        artifacts.save_torch(checkpoint_path, {
+            "config_digest": digest, "epoch": epochs_done, "step": step_now,
+            "partial": partial_state, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "history": history, "best": best, "train_seconds": train_seconds + seconds,
+            "images_seen": images_seen + images,
+            "wall_seconds": earlier_wall_seconds + time.perf_counter() - started})
+
     last_eval = history[-1].get("test") if history else None
     for epoch in range(start_epoch, epochs):
         if max_steps is not None and step >= max_steps:
             break
-        data.train.set_epoch(epoch)
+        resume = partial if epoch == start_epoch else None
+        data.train.set_epoch(epoch, start_batch=resume["batch"] if resume else 0)
         lr = optimizer.param_groups[0]["lr"]
         tick = time.perf_counter()
-        stats = train_one_epoch(step_fn, data.train, epoch=epoch, step=step, max_steps=max_steps,
-                                progress=config["progress"],
-                                description=f"epoch {epoch + 1}/{epochs}")
+        stats = train_one_epoch(
+            step_fn, data.train, epoch=epoch, step=step, max_steps=max_steps,
+            progress=config["progress"], description=f"epoch {epoch + 1}/{epochs}",
+            partial=resume, checkpoint_every=train_cfg["checkpoint_every_steps"],
+            on_checkpoint=lambda progress_state, epoch=epoch, tick=tick: save_checkpoint(
+                epoch, progress_state["step"], progress_state,
+                time.perf_counter() - tick, progress_state["images"]))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - tick
@@ -418,12 +472,7 @@ def run(config: dict, out_dir: str | Path) -> dict:
         if config["progress"]:
             shown = f", test top-1 {last_eval['top1']:.2f}%" if "test" in record else ""
             tqdm.write(f"epoch {epoch + 1}/{epochs}: train loss {stats['train_loss']:.4f}{shown}")
-        artifacts.save_torch(checkpoint_path, {
-            "config_digest": digest, "epoch": epoch + 1, "step": step,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "history": history, "best": best,
-            "train_seconds": train_seconds, "images_seen": images_seen,
-            "wall_seconds": earlier_wall_seconds + time.perf_counter() - started})
+        save_checkpoint(epoch + 1, step)
 
     if last_eval is None:  # resumed after the last epoch had already been checkpointed
         last_eval = evaluate(model, data.test)

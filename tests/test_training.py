@@ -138,3 +138,28 @@ def test_cli_reports_a_corrupt_image_clearly(tmp_path, capsys, cache_dir):
     err = capsys.readouterr().err
     assert "cannot decode image" in err and "b/1.png" in err
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_batch_larger_than_the_data_is_an_error(tmp_path):
+    with pytest.raises(Exception, match="'train.batch_size': 128 is larger than the 96"):
+        run(synthetic_config("train.batch_size=128"), tmp_path / "run")
+
+
+def test_checkpoint_of_another_config(tmp_path):
+    config = synthetic_config("train.epochs=2", "train.max_steps=1")
+    folder = tmp_path / "run"
+    (folder / "checkpoint").mkdir(parents=True)
+    torch.save({"config_digest": "0123456789abcdef"}, folder / "checkpoint" / "last.pt")
+    with pytest.raises(Exception, match=r"checkpoint .*last.pt was written by a different config"):
+        run(config, folder)
+    metrics = run(config, folder, on_config_change="restart")
+    assert metrics["steps"] == 1
+    assert (folder / "checkpoint" / "stale-0123456789abcdef.pt").is_file()
+
+
+def test_execution_only_keys_do_not_change_the_digest():
+    from ir2net.config import config_digest
+    a = synthetic_config()
+    b = synthetic_config("train.checkpoint_every_steps=7", "progress=true", "train.compile=true")
+    assert config_digest(a) == config_digest(b)
+    assert config_digest(a) != config_digest(synthetic_config("train.lr=0.2"))
