@@ -12,10 +12,14 @@ def _train(args) -> int:
     from .config import load_config
     from .training import run
 
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+
     config = load_config(args.config, args.set or ())
     if args.no_progress:
         config["progress"] = False
-    metrics = run(config, args.out)
+    metrics = run(config, args.out, on_config_change=args.on_config_change)
     final, best = metrics["final"], metrics["best"]
     print(f"{args.out}: final top-1 {final['top1']:.2f}% top-5 {final['top5']:.2f}% on "
           f"{final['images']} test images; best top-1 {best['top1']:.2f}% (epoch {best['epoch']}); "
@@ -91,6 +95,69 @@ def _bench(args) -> int:
     return 0
 
 
+def _standin(args) -> int:
+    from .data import build_standin
+
+    data_cfg = {"dataset": "synthetic" if args.synthetic else "cifar10", "root": args.source,
+                "download": False, "cache_dir": None,
+                "synthetic": {"train_size": args.classes * args.train_per_class,
+                              "test_size": args.classes * args.val_per_class,
+                              "num_classes": args.classes, "image_size": 32}}
+    description = build_standin(data_cfg, args.out, classes=args.classes,
+                                train_per_class=args.train_per_class,
+                                val_per_class=args.val_per_class, image_size=args.size)
+    print(json.dumps(description))
+    return 0
+
+
+def _tables(args) -> int:
+    from .reporting import build_tables, load_records, write_tables
+
+    config, records = load_records(args.records)
+    for path in write_tables(build_tables(config, records), args.out):
+        print(path)
+    return 0
+
+
+def _figures(args) -> int:
+    from .reporting import figure7, load_records
+
+    config, records = load_records(args.records)
+    for path in figure7(config, records, args.out):
+        print(path)
+    return 0
+
+
+def _attention(args) -> int:
+    from .reporting import attention_figure
+
+    print(attention_figure(args.records, args.out))
+    return 0
+
+
+def _save_config(args) -> int:
+    from .artifacts import write_yaml
+
+    print(write_yaml(args.out, json.loads(args.json)))
+    return 0
+
+
+def _report(args) -> int:
+    from .reporting import write_report
+
+    for path in write_report(args.records, args.tables, args.figures, args.out,
+                             divergences=args.divergences, benchmark=args.benchmark):
+        print(path)
+    return 0
+
+
+def _export(args) -> int:
+    from .reporting import export_records
+
+    print(f"{export_records(args.runs, args.to)} run records copied to {args.to}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ir2net", description="IR²Net reproduction harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, e.g. --set ires.lam=0.3 (repeatable)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
+    train.add_argument("--on-config-change", choices=("error", "restart"), default="error",
+                       help="a checkpoint in --out written by another config: stop with an "
+                            "error (default) or keep it aside and start again")
     train.set_defaults(func=_train)
 
     from .complexity import CONVENTIONS, VARIANTS
@@ -134,6 +205,52 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run our step eagerly on CUDA (default: captured CUDA graph)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench)
+
+    standin = sub.add_parser("standin", help="build an ImageNet-layout stand-in from CIFAR-10")
+    standin.add_argument("--source", help="CIFAR-10 root (any form data.root accepts)")
+    standin.add_argument("--synthetic", action="store_true", help="use the synthetic test set")
+    standin.add_argument("--out", required=True)
+    standin.add_argument("--classes", type=int, default=10)
+    standin.add_argument("--train-per-class", type=int, default=100)
+    standin.add_argument("--val-per-class", type=int, default=50)
+    standin.add_argument("--size", type=int, default=64)
+    standin.set_defaults(func=_standin)
+
+    tables = sub.add_parser("tables", help="Tables I-VI from run records")
+    tables.add_argument("--records", required=True, help="a runs folder or results/records/<profile>")
+    tables.add_argument("--out", required=True)
+    tables.set_defaults(func=_tables)
+
+    figures = sub.add_parser("figures", help="Figure 7 from run records")
+    figures.add_argument("--records", required=True)
+    figures.add_argument("--out", required=True, help="folder for fig7.png / fig7.pdf")
+    figures.set_defaults(func=_figures)
+
+    attention = sub.add_parser("attention", help="attention maps of the FP, Baseline and "
+                                                 "IR²Net runs (needs their weights)")
+    attention.add_argument("--records", required=True, help="a runs folder")
+    attention.add_argument("--out", required=True, help="PNG file to write")
+    attention.set_defaults(func=_attention)
+
+    save_config = sub.add_parser("save-config", help="write a JSON config as YAML (workflow)")
+    save_config.add_argument("--json", required=True)
+    save_config.add_argument("--out", required=True)
+    save_config.set_defaults(func=_save_config)
+
+    report = sub.add_parser("report", help="report.md and report.html")
+    report.add_argument("--records", required=True)
+    report.add_argument("--tables", required=True)
+    report.add_argument("--figures", required=True)
+    report.add_argument("--out", required=True)
+    report.add_argument("--divergences", help="docs/divergences.md, included in the report")
+    report.add_argument("--benchmark", help="an `ir2net bench --json` result to include")
+    report.set_defaults(func=_report)
+
+    export = sub.add_parser("export-records", help="copy finished runs' metrics and configs "
+                                                   "(no weights) into a records folder")
+    export.add_argument("--runs", required=True)
+    export.add_argument("--to", required=True)
+    export.set_defaults(func=_export)
 
     sub.add_parser("models", help="list registered backbones").set_defaults(func=_models)
     sub.add_parser("recipes", help="list packaged recipes").set_defaults(func=_recipes)

@@ -1,0 +1,143 @@
+"""The Snakemake workflow: job counts per profile, config errors, the smoke DAG end to end,
+and the committed tables regenerated from the committed run records."""
+import filecmp
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ir2net.experiments import build_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = str(Path(sys.executable).parent)
+
+
+def snakemake(*args, cwd=ROOT, timeout=600):
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict:
+    block = output.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+def expected_train_jobs(config_path, seeds, lambdas, backbones, teacher=True):
+    table1 = 6
+    figure7 = 2 * len(lambdas) - (0 in lambdas) * 2 - (0.15 in lambdas)  # shared runs once
+    table3_new = {"vgg_small": 2, "resnet20_bireal": 0, "resnet20_irnet": 1, "resnet18_cifar": 2}
+    table3 = sum(table3_new[b] for b in backbones)
+    imagenet = 4 * 2 + 1 + (1 if teacher else 0)
+    return len(seeds) * (table1 + figure7 + table3 + imagenet)
+
+
+@pytest.mark.parametrize("profile", ["config", "smoke"])
+def test_dry_run_has_every_run_once(profile):
+    path = ROOT / "config" / f"{profile}.yaml"
+    config = yaml.safe_load(path.read_text())
+    result = snakemake("-n", "--configfile", str(path), "--cores", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout)
+    assert counts["train"] == expected_train_jobs(
+        path, config["seeds"], config["lambda_grid"], config["table3_backbones"])
+    for rule in ("tables", "figure7", "attention_maps", "report", "imagenet_standin", "all"):
+        assert counts[rule] == 1
+
+
+def test_paper_profile_with_imagenet(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    result = snakemake("-n", "--configfile", "config/paper.yaml", "--cores", "2",
+                       "--config", f"imagenet={{'root': '{tmp_path}', 'allow_standin': False, "
+                       "'teacher_weights': 'imagenet'}")
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout)
+    # three seeds, the full lambda grid, no teacher to train, no stand-in
+    assert counts["train"] == expected_train_jobs(None, [0, 1, 2], [0, .15, .3, .45, .6, .75, .9, 1],
+                                                  ["vgg_small", "resnet20_bireal",
+                                                   "resnet20_irnet", "resnet18_cifar"],
+                                                  teacher=False)
+    assert "imagenet_standin" not in counts
+
+
+def test_paper_profile_refuses_without_imagenet():
+    result = snakemake("-n", "--configfile", "config/paper.yaml", "--cores", "2")
+    assert result.returncode != 0
+    assert "config key 'imagenet.root'" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ("lambda_grid=[0,1.5]", "1.5 is greater than the maximum of 1"),
+    ("table3_backbones=['resnet21']", "config key 'table3_backbones[0]': unknown backbone"),
+    ("cifar10={'dataset': 'cifar10', 'root': '/no/such/cifar'}", "config key 'cifar10.root'"),
+    ("schedules={'cifar10_resnet99': {}}", "config key 'schedules.cifar10_resnet99'"),
+])
+def test_bad_configs_fail_before_any_job(override, message):
+    result = snakemake("-n", "--configfile", "config/config.yaml", "--cores", "2",
+                       "--config", override)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
+
+
+def test_lambda_015_ires_run_is_table1s():
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config.setdefault("ires_variant", "paper")
+    config["table3_backbones"] = ["vgg_small"]
+    config["imagenet"] = {"data_root": "x", "image_size": 32, "resize_size": 36,
+                          "teacher_weights": None}
+    config["cifar10"].update(download=False, train_subset=None, test_subset=None)
+    runs = build_runs(config)
+    roles = {spec.run_id: spec.roles for spec in runs.values()}
+    shared = [r for r, spec_roles in roles.items()
+              if ("table1", "IRes") in spec_roles]
+    assert len(shared) == 1 and ("figure7", "IRes|0.15") in roles[shared[0]]
+    baseline = [r for r, spec_roles in roles.items() if ("table1", "Baseline") in spec_roles][0]
+    assert ("figure7", "IRes|0") in roles[baseline]
+
+
+def test_smoke_dag_end_to_end(tmp_path):
+    """The whole DAG on the smoke profile: every table, Figure 7 and the report."""
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+    for path in ("ir2net", "workflow", "config", "docs", "Snakefile"):  # the working tree
+        src = ROOT / path
+        if src.is_dir():
+            subprocess.run(["rm", "-rf", str(work / path)], check=True)
+            subprocess.run(["cp", "-r", str(src), str(work / path)], check=True)
+        else:
+            subprocess.run(["cp", str(src), str(work / path)], check=True)
+    result = snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=work,
+                       timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = work / "output" / "smoke"
+    for i in range(1, 7):
+        for ext in ("csv", "md", "tex"):
+            assert (out / "results" / "tables" / f"table{i}.{ext}").stat().st_size > 0
+    for name in ("fig7.png", "fig7.pdf", "attention.png"):
+        assert (out / "results" / "figures" / name).stat().st_size > 0
+    report = (out / "report" / "report.md").read_text()
+    assert "short schedules" in report and "SYNTHETIC" in report
+    assert (out / "report" / "report.html").read_text().count("data:image/png;base64") == 2
+    again = snakemake("-n", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=work)
+    assert "Nothing to be done" in again.stdout + again.stderr  # nothing is trained twice
+
+
+RECORDS = ROOT / "results" / "records" / "default"
+
+
+@pytest.mark.skipif(not RECORDS.is_dir(), reason="no committed run records")
+def test_committed_tables_regenerate_from_committed_records(tmp_path):
+    from ir2net.reporting import build_tables, load_records, write_tables
+
+    config, records = load_records(RECORDS)
+    write_tables(build_tables(config, records), tmp_path)
+    committed = ROOT / config["results_dir"] / "tables"
+    for path in sorted(tmp_path.iterdir()):
+        assert filecmp.cmp(path, committed / path.name, shallow=False), \
+            f"{committed / path.name} differs from what the committed records give"
