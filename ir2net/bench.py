@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import provenance
-from .binarize import ApproxSign, BinaryConv2d, WeightSign
+from .binarize import ApproxSign, BinaryConv2d, WeightSign, set_binary_compute_dtype
 from .data import TensorBatches, synthetic_split
 from .models import create_model
 from .recovery import recovery_preset
@@ -164,6 +164,25 @@ def _compare(ours, reference, images, labels) -> dict:
     return {"loss": loss_a.item(), "max_abs_grad_diff": worst, **EQUIVALENCE_TOLERANCE}
 
 
+def _bf16_agreement(step: TrainStep, images, labels) -> dict:
+    """How far the bf16 binary convolutions move the loss and the gradients on one batch
+    (not an equality: the conv outputs are rounded to 8 mantissa bits)."""
+    grads = []
+    for dtype in (None, torch.bfloat16):
+        set_binary_compute_dtype(step.model, dtype)
+        step.model.zero_grad(set_to_none=True)
+        loss, _ = step.loss(images, labels)
+        loss.backward()
+        flat = torch.cat([p.grad.flatten() for p in step.model.parameters() if p.grad is not None])
+        grads.append((loss.item(), flat))
+        step.model.zero_grad(set_to_none=True)
+    set_binary_compute_dtype(step.model, None)
+    (loss32, g32), (loss16, g16) = grads
+    cosine = torch.nn.functional.cosine_similarity(g32, g16, dim=0).item()
+    return {"loss_fp32": loss32, "loss_bf16": loss16,
+            "loss_rel_diff": abs(loss16 - loss32) / abs(loss32), "grad_cosine": cosine}
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -195,7 +214,8 @@ def _model(device, channels_last=False):
 def run_benchmark(device: str = "cpu", batch_size: int = 128, warmup: int = 3,
                   repeats: int = 5, steps: int = 5, data_root: str | None = None,
                   channels_last: bool = False, lam: float = 0.15,
-                  compile: bool = False, cuda_graphs: bool = True) -> dict:
+                  compile: bool = False, cuda_graphs: bool = True,
+                  bf16: bool = False) -> dict:
     """Training step of ResNet-20 IR²Net (IRes + CIRec) at ``batch_size``: ours vs the
     reference; and the data pipeline.  Both models use the authors' variant of the
     method (``sign(0) = 0``, row-normalised attention, strict ``>``) so that they compute
@@ -221,6 +241,10 @@ def run_benchmark(device: str = "cpu", batch_size: int = 128, warmup: int = 3,
     ours_eager = TrainStep(ours_model, _sgd(ours_model), restriction=restriction)
     reference = ReferenceStep(reference_model, _sgd(reference_model), lam)
     equivalence = check_equivalence(ours_eager, reference, images, labels)
+    bf16_check = None
+    if bf16:  # the reduced-precision switch: checked against our own fp32 step
+        bf16_check = _bf16_agreement(ours_eager, images, labels)
+        set_binary_compute_dtype(ours_model, torch.bfloat16)
     # what `ir2net train` runs on this device (CUDA graphs on a GPU)
     ours = build_step(ours_model, ours_eager.optimizer, restriction=restriction,
                       compile=compile, cuda_graphs=cuda_graphs)
@@ -269,13 +293,14 @@ def run_benchmark(device: str = "cpu", batch_size: int = 128, warmup: int = 3,
                                    "ours_with_data": with_data["repeats_img_s"]},
                        "batch_size": batch_size, "model": "resnet20_bireal + CIRec (r=4) + IRes",
                        "ours_step": type(ours).__name__,
-                       "equivalence": equivalence},
+                       "equivalence": equivalence, "bf16_binary_convs": bf16,
+                       "bf16_agreement": bf16_check},
         "data": {"img_s": data_stats["median_img_s"],
                  "vs_train_step": data_stats["median_img_s"] / ours_stats["median_img_s"],
                  "source": data_source, "pipeline": "device-resident uint8 tensor, batched "
                  "crop + flip + normalise"},
         "settings": {"warmup_steps": warmup, "repeats": repeats, "steps_per_repeat": steps,
                      "channels_last": channels_last, "compile": compile,
-                     "cuda_graphs": cuda_graphs},
+                     "cuda_graphs": cuda_graphs, "bf16_binary_convs": bf16},
         "machine": machine,
     }

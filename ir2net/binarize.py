@@ -38,6 +38,7 @@ __all__ = [
     "BinaryConv2d",
     "BinaryLinear",
     "Binarization",
+    "set_binary_compute_dtype",
 ]
 
 #: ``plus_one``: Eq. 3 of the paper; ``zero``: ``torch.sign`` as in the authors' code.
@@ -138,6 +139,7 @@ class BinaryConv2d(nn.Conv2d):
         self.input_quantizer = input_quantizer
         self.weight_quantizer = weight_quantizer
         self.scaling = scaling
+        self.compute_dtype: Optional[torch.dtype] = None  # see set_binary_compute_dtype
         if scaling == "learned":
             self.alpha = nn.Parameter(torch.ones(out_channels, 1, 1, 1))
 
@@ -159,7 +161,24 @@ class BinaryConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
+        weight = self.quantized_weight()
+        if self.compute_dtype is not None and self.is_binary and self.scaling == "none":
+            # +-1 operands are exact in bfloat16; accumulation is fp32 inside the kernel and
+            # only the output is rounded (8-bit mantissa) before it returns to fp32
+            out = self._conv_forward(x.to(self.compute_dtype), weight.to(self.compute_dtype), None)
+            out = out.to(x.dtype)
+            return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+        return self._conv_forward(x, weight, self.bias)
+
+
+def set_binary_compute_dtype(model: nn.Module, dtype: Optional[torch.dtype]) -> nn.Module:
+    """Run the fully binary convolutions of ``model`` in ``dtype`` (``torch.bfloat16``) or
+    in the input's precision (``None``).  A reduced-precision switch: the sums of +-1
+    products are rounded to bfloat16 on output."""
+    for module in model.modules():
+        if isinstance(module, BinaryConv2d):
+            module.compute_dtype = dtype
+    return model
 
 
 class BinaryLinear(nn.Linear):

@@ -77,7 +77,7 @@ def _bench(args) -> int:
     result = run_benchmark(device=args.device, batch_size=args.batch_size, warmup=args.warmup,
                            repeats=args.repeats, steps=args.steps, data_root=args.data_root,
                            channels_last=args.channels_last, compile=args.compile,
-                           cuda_graphs=not args.no_cuda_graphs)
+                           cuda_graphs=not args.no_cuda_graphs, bf16=args.bf16)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-root", help="CIFAR-10 to read (default: generated images)")
     bench.add_argument("--channels-last", action="store_true")
     bench.add_argument("--compile", action="store_true", help="torch.compile our model")
+    bench.add_argument("--bf16", action="store_true",
+                       help="run our binary convolutions in bfloat16 (the model.binary_dtype "
+                            "switch); checked against our fp32 step, not for equality")
     bench.add_argument("--no-cuda-graphs", action="store_true",
                        help="run our step eagerly on CUDA (default: captured CUDA graph)")
     bench.add_argument("--json", action="store_true")

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import artifacts, provenance
+from .binarize import set_binary_compute_dtype
 from .config import config_digest
 from .data import build_data
 from .models import create_model
@@ -71,7 +72,10 @@ def build_model(config: dict, num_classes: int) -> nn.Module:
                   recovery=recovery_spec(model_cfg), taps=model_cfg["taps"])
     if model_cfg["name"] == "vgg_small":
         kwargs["image_size"] = config["data"]["image_size"]
-    return create_model(model_cfg["name"], **kwargs)
+    model = create_model(model_cfg["name"], **kwargs)
+    if model_cfg["binary_dtype"] == "bfloat16":
+        set_binary_compute_dtype(model, torch.bfloat16)
+    return model
 
 
 def build_teacher(config: dict, num_classes: int, device: torch.device) -> Optional[nn.Module]:

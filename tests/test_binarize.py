@@ -91,3 +91,17 @@ def test_unknown_choices_fail_loudly():
         Binarization("ternary")
     with pytest.raises(ValueError, match="sign_zero"):
         WeightSign("minus_one")
+
+
+def test_bfloat16_binary_conv_is_exact_while_sums_fit_8_mantissa_bits():
+    from ir2net.binarize import set_binary_compute_dtype
+    conv = BinaryConv2d(16, 8, 3, padding=1, input_quantizer=ApproxSign(),
+                        weight_quantizer=WeightSign())
+    x = torch.randn(2, 16, 6, 6)
+    expected = conv(x)                       # |sums| <= 16 * 9 = 144 < 256
+    set_binary_compute_dtype(conv, torch.bfloat16)
+    out = conv(x)
+    assert out.dtype == torch.float32 and torch.equal(out, expected)
+    x.requires_grad_()
+    conv(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -1,0 +1,82 @@
+"""The smoke DAG through snakemake-executor-plugin-slurm on a real single-node SLURM, with
+training jobs asking for a GPU, one of them cancelled mid-run: the retry resumes from the
+checkpoint and the DAG completes.  Runs where SLURM is up (``ci/slurm-start.sh``; CI does
+this) and IR2NET_SLURM_TEST=1."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = str(Path(sys.executable).parent)
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("IR2NET_SLURM_TEST") != "1" or shutil.which("sbatch") is None,
+    reason="needs a running SLURM (ci/slurm-start.sh) and IR2NET_SLURM_TEST=1")
+
+LONG_RUN = "cifar10-resnet20_irnet-bin-cirec-lam0.15-s0"
+
+
+def slurm_jobs() -> list[tuple[str, str, str]]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True)
+    return [tuple(line.split("|", 2)) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(
+        ".venv", "output", "runs", "logs", ".snakemake", "data", "__pycache__", ".git"))
+    profile = work / "workflow" / "profiles" / "slurm-test"
+    profile.mkdir(parents=True)
+    slurm_profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    slurm_profile.update({
+        "configfile": "config/smoke.yaml", "jobs": 4, "retries": 1, "latency-wait": 5,
+        "slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2,
+        "slurm-keep-successful-logs": True})
+    slurm_profile["default-resources"].update(
+        {"slurm_partition": "debug", "slurm_account": "ci", "mem_mb": 1500, "cpus_per_task": 1,
+         "runtime": 30})
+    slurm_profile["set-resources"]["train"].update({"cpus_per_task": 1, "mem_mb": 3000})
+    slurm_profile["set-threads"]["train"] = 1
+    (profile / "config.yaml").write_text(yaml.safe_dump(slurm_profile))
+    # one run long enough to be cancelled in the middle (a checkpoint every step)
+    smoke = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
+    smoke["schedules"]["cifar10_resnet20_irnet"] = {
+        "train.epochs": 4, "train.batch_size": 16, "train.checkpoint_every_steps": 1,
+        "data.synthetic.train_size": 256}
+    (work / "config" / "smoke.yaml").write_text(yaml.safe_dump(smoke))
+
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
+    started = time.time()
+    dag = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile",
+                            "workflow/profiles/slurm-test"], cwd=work, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = work / "output/smoke/runs" / LONG_RUN / "checkpoint" / "last.pt"
+    gpu_requests, cancelled = set(), None
+    while dag.poll() is None and time.time() - started < 1500:
+        for job_id, state, comment in slurm_jobs():
+            if "rule_train" in comment:
+                detail = subprocess.run(["scontrol", "show", "job", job_id],
+                                        capture_output=True, text=True).stdout
+                if "gpu" in detail:
+                    gpu_requests.add(job_id)
+            if cancelled is None and LONG_RUN in comment and state == "RUNNING" \
+                    and checkpoint.exists():
+                subprocess.run(["scancel", job_id], check=True)
+                cancelled = job_id
+        time.sleep(0.5)
+    output = dag.communicate(timeout=60)[0]
+    print(f"SLURM smoke DAG: {time.time() - started:.0f} s, cancelled job {cancelled}")
+    assert dag.returncode == 0, output[-5000:]
+    assert cancelled is not None, "the long training job was never seen running"
+    assert gpu_requests, "no training job asked SLURM for a GPU"
+    metrics = json.loads((work / "output/smoke/runs" / LONG_RUN / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] is not None  # the retry continued the checkpoint
+    assert metrics["steps"] == 4 * 16
+    assert (work / "output/smoke/report/report.html").is_file()
