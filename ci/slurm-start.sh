@@ -50,8 +50,14 @@ AutoDetect=off
 NodeName=$node Name=gpu File=/dev/zero
 NodeName=$node Name=gpu File=/dev/full
 CONF
-/usr/sbin/slurmctld
-/usr/sbin/slurmd
+for daemon in slurmctld slurmd; do
+  pidfile=/run/$daemon.pid
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill "$(cat "$pidfile")"  # restart with this configuration
+    for _ in $(seq 20); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
+  fi
+  /usr/sbin/$daemon
+done
 for _ in $(seq 60); do
   state=$(sinfo -h -o %t 2>/dev/null || true)
   if [ "$state" = "idle" ]; then

@@ -36,7 +36,7 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
     profile.mkdir(parents=True)
     slurm_profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
     slurm_profile.update({
-        "configfile": "config/smoke.yaml", "jobs": 4, "retries": 1, "latency-wait": 5,
+        "configfiles": ["config/smoke.yaml"], "jobs": 4, "retries": 1, "latency-wait": 5,
         "slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2,
         "slurm-keep-successful-logs": True})
     slurm_profile["default-resources"].update(
@@ -48,15 +48,17 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
     # one run long enough to be cancelled in the middle (a checkpoint every step)
     smoke = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
     smoke["schedules"]["cifar10_resnet20_irnet"] = {
-        "train.epochs": 4, "train.batch_size": 16, "train.checkpoint_every_steps": 1,
-        "data.synthetic.train_size": 256}
+        "train.epochs": 6, "train.batch_size": 8, "train.checkpoint_every_steps": 1}
+    steps = 6 * (smoke["cifar10"]["synthetic"]["train_size"] // 8)
     (work / "config" / "smoke.yaml").write_text(yaml.safe_dump(smoke))
 
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
     started = time.time()
+    log_path = tmp_path / "snakemake.log"  # a file, not a pipe: a full pipe would block it
+    log_file = log_path.open("w")
     dag = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile",
                             "workflow/profiles/slurm-test"], cwd=work, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           stdout=log_file, stderr=subprocess.STDOUT, text=True)
     checkpoint = work / "output/smoke/runs" / LONG_RUN / "checkpoint" / "last.pt"
     gpu_requests, cancelled = set(), None
     while dag.poll() is None and time.time() - started < 1500:
@@ -71,12 +73,16 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
                 subprocess.run(["scancel", job_id], check=True)
                 cancelled = job_id
         time.sleep(0.5)
-    output = dag.communicate(timeout=60)[0]
+    if dag.poll() is None:
+        dag.kill()
+    dag.wait(timeout=60)
+    log_file.close()
+    output = log_path.read_text()
     print(f"SLURM smoke DAG: {time.time() - started:.0f} s, cancelled job {cancelled}")
     assert dag.returncode == 0, output[-5000:]
     assert cancelled is not None, "the long training job was never seen running"
     assert gpu_requests, "no training job asked SLURM for a GPU"
     metrics = json.loads((work / "output/smoke/runs" / LONG_RUN / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] is not None  # the retry continued the checkpoint
-    assert metrics["steps"] == 4 * 16
+    assert metrics["steps"] == steps
     assert (work / "output/smoke/report/report.html").is_file()
