@@ -43,23 +43,32 @@ def test_dry_run_has_every_run_once(profile, tmp_path):
     extra = []
     root = config["cifar10"].get("root")
     if config["cifar10"].get("dataset", "cifar10") == "cifar10" and not (ROOT / root).exists():
-        extra = ["--config", f"cifar10={{'dataset': 'cifar10', 'root': '{tmp_path}', "
-                 f"'train_subset': {config['cifar10']['train_subset']}}}"]
-    result = snakemake("-n", "--configfile", str(path), "--cores", "2", *extra)
+        extra = [overrides(tmp_path, {"cifar10": {"root": str(tmp_path)}})]
+    result = snakemake("-n", "--forceall", "--cores", "2", "--configfile", str(path), *extra)
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    default = {key: schema["properties"][key]["default"]
+               for key in ("seeds", "lambda_grid", "table3_backbones")}
+    config = {**default, **config}
     assert counts["train"] == expected_train_jobs(
         path, config["seeds"], config["lambda_grid"], config["table3_backbones"])
     for rule in ("tables", "figure7", "attention_maps", "report", "imagenet_standin", "all"):
         assert counts[rule] == 1
 
 
+def overrides(tmp_path, values: dict) -> str:
+    """A config file that later --configfile arguments merge over the profile."""
+    path = tmp_path / "override.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
 def test_paper_profile_with_imagenet(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "val").mkdir()
-    result = snakemake("-n", "--configfile", "config/paper.yaml", "--cores", "2",
-                       "--config", f"imagenet={{'root': '{tmp_path}', 'allow_standin': False, "
-                       "'teacher_weights': 'imagenet'}")
+    result = snakemake("-n", "--forceall", "--cores", "2", "--configfile", "config/paper.yaml",
+                       overrides(tmp_path, {"imagenet": {"root": str(tmp_path)}}))
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
     # three seeds, the full lambda grid, no teacher to train, no stand-in
@@ -77,14 +86,14 @@ def test_paper_profile_refuses_without_imagenet():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("lambda_grid=[0,1.5]", "1.5 is greater than the maximum of 1"),
-    ("table3_backbones=['resnet21']", "config key 'table3_backbones[0]': unknown backbone"),
-    ("cifar10={'dataset': 'cifar10', 'root': '/no/such/cifar'}", "config key 'cifar10.root'"),
-    ("schedules={'cifar10_resnet99': {}}", "config key 'schedules.cifar10_resnet99'"),
+    ({"lambda_grid": [0, 1.5]}, "1.5 is greater than the maximum of 1"),
+    ({"table3_backbones": ["resnet21"]}, "config key 'table3_backbones[0]': unknown backbone"),
+    ({"cifar10": {"dataset": "cifar10", "root": "/no/such/cifar"}}, "config key 'cifar10.root'"),
+    ({"schedules": {"cifar10_resnet99": {}}}, "config key 'schedules.cifar10_resnet99'"),
 ])
-def test_bad_configs_fail_before_any_job(override, message):
-    result = snakemake("-n", "--configfile", "config/config.yaml", "--cores", "2",
-                       "--config", override)
+def test_bad_configs_fail_before_any_job(override, message, tmp_path):
+    result = snakemake("-n", "--cores", "2", "--configfile", "config/smoke.yaml",
+                       overrides(tmp_path, override))
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert "Job stats" not in result.stdout
