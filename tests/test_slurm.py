@@ -1,6 +1,7 @@
 """The smoke DAG through snakemake-executor-plugin-slurm on a real single-node SLURM, with
-training jobs asking for a GPU, one of them cancelled mid-run: the retry resumes from the
-checkpoint and the DAG completes.  Runs where SLURM is up (``ci/slurm-start.sh``; CI does
+training jobs asking for a GPU; one training job is cancelled mid-run (Snakemake's retry
+resumes it from its checkpoint) and another is requeued by SLURM as a preemption would (the
+requeued job resumes); the DAG completes.  Runs where SLURM is up (``ci/slurm-start.sh``; CI does
 this) and IR2NET_SLURM_TEST=1."""
 import json
 import os
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("IR2NET_SLURM_TEST") != "1" or shutil.which("sbatch") is None,
     reason="needs a running SLURM (ci/slurm-start.sh) and IR2NET_SLURM_TEST=1")
 
-LONG_RUN = "cifar10-resnet20_irnet-bin-cirec-lam0.15-s0"
+LONG_RUN = "cifar10-resnet20_irnet-bin-cirec-lam0.15-s0"     # cancelled, then retried
+REQUEUED_RUN = "cifar10-resnet18_cifar-bin-cirec-lam0.15-s0"  # requeued by SLURM
 
 
 def slurm_jobs() -> list[tuple[str, str, str]]:
@@ -47,8 +49,9 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
     (profile / "config.yaml").write_text(yaml.safe_dump(slurm_profile))
     # one run long enough to be cancelled in the middle (a checkpoint every step)
     smoke = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
-    smoke["schedules"]["cifar10_resnet20_irnet"] = {
-        "train.epochs": 6, "train.batch_size": 8, "train.checkpoint_every_steps": 1}
+    for group in ("cifar10_resnet20_irnet", "cifar10_resnet18"):  # long enough to interrupt
+        smoke["schedules"][group] = {
+            "train.epochs": 6, "train.batch_size": 8, "train.checkpoint_every_steps": 1}
     steps = 6 * (smoke["cifar10"]["synthetic"]["train_size"] // 8)
     (work / "config" / "smoke.yaml").write_text(yaml.safe_dump(smoke))
 
@@ -59,8 +62,10 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
     dag = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile",
                             "workflow/profiles/slurm-test"], cwd=work, env=env,
                            stdout=log_file, stderr=subprocess.STDOUT, text=True)
-    checkpoint = work / "output/smoke/runs" / LONG_RUN / "checkpoint" / "last.pt"
-    gpu_requests, cancelled = set(), None
+    runs = work / "output/smoke/runs"
+    checkpoint = runs / LONG_RUN / "checkpoint" / "last.pt"
+    requeue_checkpoint = runs / REQUEUED_RUN / "checkpoint" / "last.pt"
+    gpu_requests, cancelled, requeued = set(), None, None
     while dag.poll() is None and time.time() - started < 1500:
         for job_id, state, comment in slurm_jobs():
             if "rule_train" in comment:
@@ -72,17 +77,24 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
                     and checkpoint.exists():
                 subprocess.run(["scancel", job_id], check=True)
                 cancelled = job_id
+            if requeued is None and REQUEUED_RUN in comment and state == "RUNNING" \
+                    and requeue_checkpoint.exists():
+                subprocess.run(["scontrol", "requeue", job_id], check=True)
+                requeued = job_id
         time.sleep(0.5)
     if dag.poll() is None:
         dag.kill()
     dag.wait(timeout=60)
     log_file.close()
     output = log_path.read_text()
-    print(f"SLURM smoke DAG: {time.time() - started:.0f} s, cancelled job {cancelled}")
+    print(f"SLURM smoke DAG: {time.time() - started:.0f} s, cancelled job {cancelled}, "
+          f"requeued job {requeued}")
     assert dag.returncode == 0, output[-5000:]
     assert cancelled is not None, "the long training job was never seen running"
     assert gpu_requests, "no training job asked SLURM for a GPU"
-    metrics = json.loads((work / "output/smoke/runs" / LONG_RUN / "metrics.json").read_text())
-    assert metrics["resumed_from_epoch"] is not None  # the retry continued the checkpoint
-    assert metrics["steps"] == steps
+    assert requeued is not None, "the job to requeue was never seen running"
+    for run in (LONG_RUN, REQUEUED_RUN):
+        metrics = json.loads((runs / run / "metrics.json").read_text())
+        assert metrics["resumed_from_epoch"] is not None, run  # continued its checkpoint
+        assert metrics["steps"] == steps, run
     assert (work / "output/smoke/report/report.html").is_file()
