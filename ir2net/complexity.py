@@ -160,6 +160,22 @@ def _own_params(module: nn.Module) -> tuple[int, int]:
 
 
 @torch.no_grad()
+def _forward_once(model: nn.Module, input_size: Sequence[int], hooks) -> None:
+    """One eval-mode forward pass of a zero image with ``(module, hook)`` pairs attached;
+    the hooks are removed and the model's training mode restored afterwards."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    was_training = model.training
+    try:
+        model.eval()
+        parameter = next(model.parameters())
+        model(torch.zeros(1, *input_size, dtype=parameter.dtype, device=parameter.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
+@torch.no_grad()
 def count_complexity(model: nn.Module, input_size: Sequence[int] = (3, 224, 224),
                      convention="ir2net_table6", name: str = "") -> ComplexityReport:
     """Per-layer BOPs/FLOPs/params/bits of one forward pass of a single image."""
@@ -210,17 +226,8 @@ def count_complexity(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)
                        type_name="residual add", with_params=False)
         return hook
 
-    handles = [module.register_forward_hook(hook_for(module_name))
-               for module_name, module in model.named_modules()]
-    was_training = model.training
-    try:
-        model.eval()
-        parameter = next(model.parameters())
-        model(torch.zeros(1, *input_size, dtype=parameter.dtype, device=parameter.device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    _forward_once(model, input_size, [(module, hook_for(module_name))
+                                      for module_name, module in model.named_modules()])
     counted = {row.name for row in rows}
     for module_name, module in model.named_modules():  # parameters of layers with no count
         params, bits = _own_params(module)
@@ -263,17 +270,9 @@ def q_scale(model: nn.Module, input_size: Sequence[int]) -> int:
         nonlocal total
         total += output[0].numel()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (BinaryConv2d, BinaryLinear)) and m.is_binary]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    _forward_once(model, input_size, [(m, hook) for m in model.modules()
+                                      if isinstance(m, (BinaryConv2d, BinaryLinear))
+                                      and m.is_binary])
     return total
 
 
@@ -305,13 +304,7 @@ def _recovery_geometry(model: nn.Module, input_size) -> tuple[int, int, int, int
         found["c_in"] = module.in_channels
         found["c_n"], found["h"], found["w"] = last.shape[1], last.shape[2], last.shape[3]
 
-    handle = model.recovery.register_forward_hook(hook)
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
-    finally:
-        handle.remove()
+    _forward_once(model, input_size, [(model.recovery, hook)])
     return found["c_in"], found["c_n"], found["h"], found["w"]
 
 
