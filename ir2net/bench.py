@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import provenance
-from .binarize import ApproxSign, BinaryConv2d, WeightSign, set_binary_compute_dtype
+from .binarize import (ApproxSign, BinaryConv2d, WeightSign, fused_pointwise_enabled,
+                       set_binary_compute_dtype)
 from .data import TensorBatches, synthetic_split
 from .models import create_model
 from .recovery import recovery_preset
@@ -164,12 +165,15 @@ def _compare(ours, reference, images, labels) -> dict:
     return {"loss": loss_a.item(), "max_abs_grad_diff": worst, **EQUIVALENCE_TOLERANCE}
 
 
-def _bf16_agreement(step: TrainStep, images, labels) -> dict:
-    """How far the bf16 binary convolutions move the loss and the gradients on one batch
-    (not an equality: the conv outputs are rounded to 8 mantissa bits)."""
+def _reduced_precision_agreement(step: TrainStep, images, labels, *, bf16_binary_convs: bool,
+                                 mixed_precision: str) -> dict:
+    """How far the reduced-precision switches move the loss and the gradients on one batch
+    from our float32 step (not an equality: bfloat16 keeps 8 mantissa bits)."""
     grads = []
-    for dtype in (None, torch.bfloat16):
-        set_binary_compute_dtype(step.model, dtype)
+    for reduced in (False, True):
+        set_binary_compute_dtype(step.model, torch.bfloat16 if reduced and bf16_binary_convs
+                                 else None)
+        step.mixed_precision = mixed_precision if reduced else "none"
         step.model.zero_grad(set_to_none=True)
         loss, _ = step.loss(images, labels)
         loss.backward()
@@ -177,6 +181,7 @@ def _bf16_agreement(step: TrainStep, images, labels) -> dict:
         grads.append((loss.item(), flat))
         step.model.zero_grad(set_to_none=True)
     set_binary_compute_dtype(step.model, None)
+    step.mixed_precision = "none"
     (loss32, g32), (loss16, g16) = grads
     cosine = torch.nn.functional.cosine_similarity(g32, g16, dim=0).item()
     return {"loss_fp32": loss32, "loss_bf16": loss16,
@@ -215,7 +220,7 @@ def run_benchmark(device: str = "cpu", batch_size: int = 128, warmup: int = 3,
                   repeats: int = 5, steps: int = 5, data_root: str | None = None,
                   channels_last: bool = False, lam: float = 0.15,
                   compile: bool = False, cuda_graphs: bool = True,
-                  bf16: bool = False) -> dict:
+                  bf16: bool = False, mixed_precision: str = "none") -> dict:
     """Training step of ResNet-20 IR²Net (IRes + CIRec) at ``batch_size``: ours vs the
     reference; and the data pipeline.  Both models use the authors' variant of the
     method (``sign(0) = 0``, row-normalised attention, strict ``>``) so that they compute
@@ -242,12 +247,15 @@ def run_benchmark(device: str = "cpu", batch_size: int = 128, warmup: int = 3,
     reference = ReferenceStep(reference_model, _sgd(reference_model), lam)
     equivalence = check_equivalence(ours_eager, reference, images, labels)
     bf16_check = None
-    if bf16:  # the reduced-precision switch: checked against our own fp32 step
-        bf16_check = _bf16_agreement(ours_eager, images, labels)
-        set_binary_compute_dtype(ours_model, torch.bfloat16)
+    if bf16 or mixed_precision != "none":  # reduced precision: compared with our fp32 step
+        bf16_check = _reduced_precision_agreement(ours_eager, images, labels,
+                                                  bf16_binary_convs=bf16,
+                                                  mixed_precision=mixed_precision)
+        if bf16:
+            set_binary_compute_dtype(ours_model, torch.bfloat16)
     # what `ir2net train` runs on this device (CUDA graphs on a GPU)
     ours = build_step(ours_model, ours_eager.optimizer, restriction=restriction,
-                      compile=compile, cuda_graphs=cuda_graphs)
+                      compile=compile, cuda_graphs=cuda_graphs, mixed_precision=mixed_precision)
 
     def ours_once():
         ours(images, labels)
@@ -294,13 +302,15 @@ def run_benchmark(device: str = "cpu", batch_size: int = 128, warmup: int = 3,
                        "batch_size": batch_size, "model": "resnet20_bireal + CIRec (r=4) + IRes",
                        "ours_step": type(ours).__name__,
                        "equivalence": equivalence, "bf16_binary_convs": bf16,
-                       "bf16_agreement": bf16_check},
+                       "mixed_precision": mixed_precision, "bf16_agreement": bf16_check},
         "data": {"img_s": data_stats["median_img_s"],
                  "vs_train_step": data_stats["median_img_s"] / ours_stats["median_img_s"],
                  "source": data_source, "pipeline": "device-resident uint8 tensor, batched "
                  "crop + flip + normalise"},
         "settings": {"warmup_steps": warmup, "repeats": repeats, "steps_per_repeat": steps,
                      "channels_last": channels_last, "compile": compile,
-                     "cuda_graphs": cuda_graphs, "bf16_binary_convs": bf16},
+                     "cuda_graphs": cuda_graphs, "bf16_binary_convs": bf16,
+                     "mixed_precision": mixed_precision,
+                     "fused_pointwise": fused_pointwise_enabled()},
         "machine": machine,
     }

@@ -22,6 +22,7 @@ of the straight-through "detach trick".
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from typing import Optional
 
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "BinaryLinear",
     "Binarization",
     "set_binary_compute_dtype",
+    "fused_pointwise_enabled",
 ]
 
 #: ``plus_one``: Eq. 3 of the paper; ``zero``: ``torch.sign`` as in the authors' code.
@@ -60,7 +62,62 @@ def sign(x: torch.Tensor, sign_zero: str = "plus_one") -> torch.Tensor:
     """Eq. 3: +1 where ``x >= 0`` and -1 elsewhere (never 0 in ``plus_one`` mode)."""
     if sign_zero == "zero":
         return torch.sign(x)
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    # sign(x) + 1/2 lies in {-1/2, 1/2, 3/2}: a second sign maps x = 0 (and -0.0) to +1.
+    # Two cheap vectorised passes; torch.where on a bool mask is ~20x slower on the CPU.
+    return torch.sign(x).add_(0.5).sign_()
+
+
+def _sign_as(x: torch.Tensor, sign_zero: str, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`sign` of ``x`` written in ``dtype`` (+-1 and 0 are exact in every float type)."""
+    return sign(x, sign_zero).to(dtype)
+
+
+def _approx_sign_grad(grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Bi-Real's ApproxSign derivative applied to ``grad_output``: ``g * max(0, 2 - 2|x|)``,
+    in the dtype of ``x``."""
+    return grad_output.to(x.dtype) * (2.0 - 2.0 * x.abs()).clamp(min=0.0)
+
+
+class _FusedPointwise:
+    """An element-wise function compiled into one loop on the CPU, eager elsewhere.
+
+    In eager mode each of the few arithmetic operations above is a separate pass over a
+    tensor that does not fit in the cache; on the 2-core CPU these passes, not the
+    convolutions, were the largest cost of a training step after bfloat16 (see
+    docs/performance.md).  ``torch.compile`` (Inductor) fuses them into one C++ loop.  On
+    CUDA the eager kernels are cheap and the step is replayed as a CUDA graph, so nothing
+    is compiled there.  When compilation fails (no C++ compiler), or when
+    ``IR2NET_FUSED_POINTWISE=0``, the eager function runs; both compute the same values.
+    """
+
+    def __init__(self, function):
+        self.function = function
+        self.compiled = None
+        self.failed = False
+
+    def __call__(self, tensor: torch.Tensor, *args):
+        if (tensor.device.type != "cpu" or self.failed or torch.compiler.is_compiling()
+                or not fused_pointwise_enabled()):
+            return self.function(tensor, *args)  # inside torch.compile the caller fuses it
+        try:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.function, dynamic=True)
+            return self.compiled(tensor, *args)
+        except Exception as error:  # inductor needs a working C++ toolchain
+            import warnings
+            warnings.warn(f"compiling {self.function.__name__} failed ({type(error).__name__}: "
+                          f"{error}); the eager version runs instead")
+            self.failed = True
+            return self.function(tensor, *args)
+
+
+def fused_pointwise_enabled() -> bool:
+    """False when the environment sets ``IR2NET_FUSED_POINTWISE=0``."""
+    return os.environ.get("IR2NET_FUSED_POINTWISE", "1") != "0"
+
+
+_fused_sign_as = _FusedPointwise(_sign_as)
+_fused_approx_sign_grad = _FusedPointwise(_approx_sign_grad)
 
 
 class _WeightSignSTE(torch.autograd.Function):
@@ -76,15 +133,17 @@ class _WeightSignSTE(torch.autograd.Function):
 
 
 class _ApproxSignSTE(torch.autograd.Function):
+    """``sign`` forward (written in ``output_dtype``), ApproxSign backward (in x's dtype)."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, sign_zero: str) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, sign_zero: str, output_dtype: torch.dtype) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return sign(x, sign_zero)
+        return _fused_sign_as(x, sign_zero, output_dtype)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         (x,) = ctx.saved_tensors
-        return grad_output * (2.0 - 2.0 * x.abs()).clamp_(min=0.0), None
+        return _fused_approx_sign_grad(grad_output, x), None, None
 
 
 class WeightSign(nn.Module):
@@ -113,9 +172,12 @@ class ApproxSign(nn.Module):
         super().__init__()
         _check_choice(sign_zero, SIGN_ZERO_MODES, "sign_zero mode")
         self.sign_zero = sign_zero
+        #: write the +-1 output in this dtype (bfloat16 for bfloat16 binary convolutions:
+        #: saves a conversion pass each way); None keeps the input's dtype
+        self.output_dtype: Optional[torch.dtype] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ApproxSignSTE.apply(x, self.sign_zero)
+        return _ApproxSignSTE.apply(x, self.sign_zero, self.output_dtype or x.dtype)
 
     def extra_repr(self) -> str:
         return f"sign_zero={self.sign_zero}"
@@ -159,6 +221,7 @@ class BinaryConv2d(nn.Conv2d):
         return weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        input_dtype = x.dtype
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
         weight = self.quantized_weight()
@@ -166,7 +229,7 @@ class BinaryConv2d(nn.Conv2d):
             # +-1 operands are exact in bfloat16; accumulation is fp32 inside the kernel and
             # only the output is rounded (8-bit mantissa) before it returns to fp32
             out = self._conv_forward(x.to(self.compute_dtype), weight.to(self.compute_dtype), None)
-            out = out.to(x.dtype)
+            out = out.to(input_dtype)
             return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
         return self._conv_forward(x, weight, self.bias)
 
@@ -178,6 +241,9 @@ def set_binary_compute_dtype(model: nn.Module, dtype: Optional[torch.dtype]) -> 
     for module in model.modules():
         if isinstance(module, BinaryConv2d):
             module.compute_dtype = dtype
+            if isinstance(module.input_quantizer, ApproxSign):
+                exact = module.is_binary and module.scaling == "none"
+                module.input_quantizer.output_dtype = dtype if exact else None
     return model
 
 

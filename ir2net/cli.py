@@ -77,7 +77,8 @@ def _bench(args) -> int:
     result = run_benchmark(device=args.device, batch_size=args.batch_size, warmup=args.warmup,
                            repeats=args.repeats, steps=args.steps, data_root=args.data_root,
                            channels_last=args.channels_last, compile=args.compile,
-                           cuda_graphs=not args.no_cuda_graphs, bf16=args.bf16)
+                           cuda_graphs=not args.no_cuda_graphs, bf16=args.bf16,
+                           mixed_precision=args.mixed_precision)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -92,6 +93,11 @@ def _bench(args) -> int:
           f"({step['speedup_with_data']:.2f}x)")
     print(f"data pipeline: {data['img_s']:.0f} img/s ({data['vs_train_step']:.1f}x the "
           f"training step)")
+    if step["bf16_agreement"]:
+        agreement = step["bf16_agreement"]
+        print(f"reduced precision (mixed_precision={step['mixed_precision']}, bf16 binary convs="
+              f"{step['bf16_binary_convs']}) vs our fp32 step: loss {agreement['loss_fp32']:.5f} "
+              f"-> {agreement['loss_bf16']:.5f}, gradient cosine {agreement['grad_cosine']:.4f}")
     return 0
 
 
@@ -204,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--bf16", action="store_true",
                        help="run our binary convolutions in bfloat16 (the model.binary_dtype "
                             "switch); checked against our fp32 step, not for equality")
+    bench.add_argument("--mixed-precision", choices=("none", "bfloat16"), default="none",
+                       help="our step under torch.autocast (the train.mixed_precision switch); "
+                            "checked against our fp32 step, not for equality")
     bench.add_argument("--no-cuda-graphs", action="store_true",
                        help="run our step eagerly on CUDA (default: captured CUDA graph)")
     bench.add_argument("--json", action="store_true")

@@ -31,10 +31,21 @@ WORKFLOW_CONFIG = "workflow-config.yaml"
 
 
 # ----------------------------------------------------------------------------- records
-def load_records(records_dir: str | Path) -> tuple[dict, dict]:
-    """``(workflow config, {run_id: {"metrics": ..., "config": ...}})`` of finished runs."""
+def load_records(records_dir: str | Path, require_config: bool = True) -> tuple[dict, dict]:
+    """``(workflow config, {run_id: {"metrics": ..., "config": ...}})`` of finished runs.
+
+    Without ``require_config`` a folder of runs made outside the workflow (no
+    ``workflow-config.yaml``) gives an empty workflow config."""
     records_dir = Path(records_dir)
-    config = read_yaml_text((records_dir / WORKFLOW_CONFIG).read_text())
+    config_path = records_dir / WORKFLOW_CONFIG
+    if config_path.is_file():
+        config = read_yaml_text(config_path.read_text())
+    elif require_config:
+        raise artifacts.ArtifactError(
+            f"{records_dir} has no {WORKFLOW_CONFIG}: it is not a runs folder of the workflow "
+            "(pass the workflow's runs_dir, e.g. runs/default)")
+    else:
+        config = {}
     records = {}
     for metrics_path in sorted(records_dir.glob("*/metrics.json")):
         metrics = json.loads(metrics_path.read_text())
@@ -49,10 +60,14 @@ def load_records(records_dir: str | Path) -> tuple[dict, dict]:
 def export_records(runs_dir: str | Path, records_dir: str | Path) -> int:
     """Copy the finished runs' metrics and resolved configs (never weights) to ``records_dir``."""
     runs_dir, records_dir = Path(runs_dir), Path(records_dir)
-    config, records = load_records(runs_dir)
+    config, records = load_records(runs_dir, require_config=False)
+    if not records:
+        raise artifacts.ArtifactError(f"{runs_dir} holds no finished run (no metrics.json with "
+                                      "status complete); nothing was exported")
     if records_dir.exists():
         shutil.rmtree(records_dir)
-    artifacts.write_yaml(records_dir / WORKFLOW_CONFIG, config)
+    if config:
+        artifacts.write_yaml(records_dir / WORKFLOW_CONFIG, config)
     for run_id in records:
         for name in ("metrics.json", "config.yaml"):
             source = runs_dir / run_id / name

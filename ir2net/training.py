@@ -14,6 +14,7 @@ returns at once when the run is already complete.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -35,7 +36,7 @@ from .recovery import RecoverySpec, recovery_preset
 from .restriction import InformationRestriction
 
 __all__ = ["TrainingError", "resolve_device", "build_model", "build_teacher", "build_optimizer",
-           "build_scheduler", "distillation_loss", "TrainStep", "CudaGraphStep", "build_step",
+           "build_scheduler", "distillation_loss", "autocast", "TrainStep", "CudaGraphStep", "build_step",
            "train_one_epoch", "evaluate",
            "run", "build_restriction"]
 
@@ -125,27 +126,43 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 # ----------------------------------------------------------------------------- one step
+def autocast(device: torch.device, mixed_precision: str, cache_enabled: bool = True):
+    """The ``train.mixed_precision`` context: ``torch.autocast`` in bfloat16, or nothing."""
+    if mixed_precision == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
+
+
 class TrainStep:
     """One optimisation step: forward, the IRes masked pass (Algorithm 1) when
     ``restriction`` is set, Eq. 10, backward, update.  Everything stays on the device:
-    no value is read back to the host here."""
+    no value is read back to the host here.  ``mixed_precision="bfloat16"`` runs the
+    forward passes under ``torch.autocast`` (see :func:`autocast`)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
                  restriction: Optional[InformationRestriction] = None,
-                 teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0):
+                 teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0,
+                 mixed_precision: str = "none"):
         self.model = model
         self.optimizer = optimizer
         self.restriction = restriction
         self.teacher = teacher
         self.label_smoothing = label_smoothing
+        self.mixed_precision = mixed_precision
+        self.autocast_cache = True  # CUDA-graph capture turns the weight-cast cache off
 
     def _criterion(self, logits, labels, soft_target):
+        logits = logits.float()  # the loss in float32, also under mixed precision
         if soft_target is not None:
-            return distillation_loss(logits, soft_target)
+            return distillation_loss(logits, soft_target.float())
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor):
         """``(Loss_total, logits of the original images)`` with the graph attached."""
+        with autocast(images.device, self.mixed_precision, self.autocast_cache):
+            return self._loss(images, labels)
+
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor):
         soft_target = None
         if self.teacher is not None:
             with torch.no_grad():
@@ -193,6 +210,7 @@ class CudaGraphStep:
     def _capture(self, images, labels):
         self.static_images = images.clone()
         self.static_labels = labels.clone()
+        self.step.autocast_cache = False  # cached weight casts must not outlive a replay
         norms = [m for m in self.model.modules()
                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
@@ -254,12 +272,12 @@ class _CompileFallback(nn.Module):
 def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
                restriction: Optional[InformationRestriction] = None,
                teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0,
-               cuda_graphs: bool = True, compile: bool = False):
+               cuda_graphs: bool = True, compile: bool = False, mixed_precision: str = "none"):
     """The fastest available form of :class:`TrainStep` for this device and optimizer."""
     device = next(model.parameters()).device
     forward_model = _CompileFallback(model) if compile else model
     step = TrainStep(forward_model, optimizer, restriction=restriction, teacher=teacher,
-                     label_smoothing=label_smoothing)
+                     label_smoothing=label_smoothing, mixed_precision=mixed_precision)
     if cuda_graphs and device.type == "cuda" and isinstance(optimizer, torch.optim.SGD):
         return CudaGraphStep(step)
     return step
@@ -332,8 +350,9 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches) -> dict:
-    """Top-1/top-5 accuracy and loss over every test image (no batch is dropped)."""
+def evaluate(model: nn.Module, batches, mixed_precision: str = "none") -> dict:
+    """Top-1/top-5 accuracy and loss over every test image (no batch is dropped), in the
+    precision the model was trained in."""
     model.eval()
     device = next(model.parameters()).device
     top1 = torch.zeros((), device=device, dtype=torch.int64)
@@ -341,7 +360,9 @@ def evaluate(model: nn.Module, batches) -> dict:
     loss_sum = torch.zeros((), device=device)
     count = 0
     for images, labels in batches:
-        logits = model(images)
+        with autocast(device, mixed_precision):
+            logits = model(images)
+        logits = logits.float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         k = min(5, logits.shape[1])
         ranked = logits.topk(k, dim=1).indices
@@ -410,7 +431,8 @@ def run(config: dict, out_dir: str | Path, on_config_change: str = "error") -> d
 
     step_fn = build_step(model, optimizer, restriction=restriction, teacher=teacher,
                          label_smoothing=train_cfg["label_smoothing"],
-                         cuda_graphs=train_cfg["cuda_graphs"], compile=train_cfg["compile"])
+                         cuda_graphs=train_cfg["cuda_graphs"], compile=train_cfg["compile"],
+                         mixed_precision=train_cfg["mixed_precision"])
 
     checkpoint_path = out_dir / "checkpoint" / "last.pt"
     state = _load_checkpoint(checkpoint_path, digest, on_config_change)
@@ -468,7 +490,7 @@ def run(config: dict, out_dir: str | Path, on_config_change: str = "error") -> d
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"],
                   "train_top1": stats["train_top1"], "steps": step}
         if finished or (epoch + 1) % config["eval"]["every"] == 0:
-            last_eval = evaluate(model, data.test)
+            last_eval = evaluate(model, data.test, train_cfg["mixed_precision"])
             record["test"] = last_eval
             if best is None or last_eval["top1"] > best["top1"]:
                 best = {**last_eval, "epoch": epoch + 1}
@@ -479,7 +501,7 @@ def run(config: dict, out_dir: str | Path, on_config_change: str = "error") -> d
         save_checkpoint(epoch + 1, step)
 
     if last_eval is None:  # resumed after the last epoch had already been checkpointed
-        last_eval = evaluate(model, data.test)
+        last_eval = evaluate(model, data.test, train_cfg["mixed_precision"])
     metrics = {
         "status": "complete",
         "config_digest": digest,

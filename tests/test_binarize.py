@@ -21,6 +21,46 @@ def test_sign_follows_eq3_with_zero_mapped_to_plus_one():
     assert sign(x, "zero").tolist() == [-1, -1, 0, 1, 1]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sign_equals_the_comparison_form_of_eq3(dtype):
+    """-0.0 >= 0 holds, so Eq. 3 maps both zeros to +1; the smallest subnormals keep their sign."""
+    x = torch.cat([torch.randn(4096), torch.tensor([0.0, -0.0, 1e-45, -1e-45, 1.0, -1.0])]).to(dtype)
+    expected = torch.where(x >= 0, 1.0, -1.0).to(dtype)
+    assert torch.equal(sign(x), expected)
+    assert torch.equal(ApproxSign()(x), expected)          # the fused kernel on the CPU
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_pointwise_kernels_match_the_eager_expressions(monkeypatch, channels_last):
+    x = torch.randn(4, 8, 6, 6) * 1.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn_like(x)
+    results = {}
+    for fused in ("1", "0"):
+        monkeypatch.setenv("IR2NET_FUSED_POINTWISE", fused)
+        leaf = x.clone().requires_grad_()
+        out = ApproxSign()(leaf)
+        (out * upstream).sum().backward()
+        results[fused] = (out, leaf.grad)
+    assert torch.equal(results["1"][0], results["0"][0])
+    torch.testing.assert_close(results["1"][1], results["0"][1], rtol=1e-6, atol=1e-6)
+
+
+def test_fused_pointwise_falls_back_to_eager_when_compilation_fails(monkeypatch):
+    from ir2net import binarize
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+    kernel = binarize._FusedPointwise(binarize._approx_sign_grad)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setenv("IR2NET_FUSED_POINTWISE", "1")
+    g, x = torch.randn(10), torch.randn(10)
+    with pytest.warns(UserWarning, match="eager version runs instead"):
+        out = kernel(g, x)
+    assert torch.equal(out, binarize._approx_sign_grad(g, x)) and kernel.failed
+
+
 def test_weight_ste_gradient_equals_clamp_gradient():
     w = torch.linspace(-2, 2, 401, dtype=torch.float64)
     upstream = torch.randn_like(w)

@@ -113,6 +113,7 @@ def test_rerun_of_a_finished_run_returns_it(tmp_path):
     ("train.epochs=0", "'train.epochs': 0 is less than the minimum of 1"),
     ("model.recovery.preset=table9", "'model.recovery.preset': unknown preset"),
     ("train.colour=red", "unknown key"),
+    ("train.mixed_precision=float16", "'train.mixed_precision': 'float16' is not one of"),
 ])
 def test_bad_config_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -163,3 +164,35 @@ def test_execution_only_keys_do_not_change_the_digest():
     b = synthetic_config("train.checkpoint_every_steps=7", "progress=true", "train.compile=true")
     assert config_digest(a) == config_digest(b)
     assert config_digest(a) != config_digest(synthetic_config("train.lr=0.2"))
+
+
+def test_bfloat16_mixed_precision_step_computes_in_bfloat16_and_learns():
+    """train.mixed_precision: convolutions run in bfloat16 under autocast; the loss, the
+    gradients and the weights stay float32; repeated steps on one batch lower the loss."""
+    from ir2net.binarize import BinaryConv2d
+    from ir2net.models import create_model
+    from ir2net.recovery import recovery_preset
+    from ir2net.restriction import InformationRestriction
+    from ir2net.training import TrainStep
+    torch.manual_seed(0)
+    model = create_model("resnet20_bireal", recovery=recovery_preset("table2_resnet20").spec)
+    conv_dtypes = set()
+    for module in model.modules():
+        if isinstance(module, BinaryConv2d):
+            module.register_forward_hook(lambda m, i, out: conv_dtypes.add(out.dtype))
+    images, labels = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                     restriction=InformationRestriction(0.15), mixed_precision="bfloat16")
+    losses = [step(images, labels)[0] for _ in range(12)]
+    assert conv_dtypes == {torch.bfloat16}
+    assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_a_mixed_precision_run_records_its_precision(tmp_path):
+    config = synthetic_config("train.mixed_precision=bfloat16", "train.channels_last=true")
+    metrics = run(config, tmp_path / "run")
+    assert metrics["status"] == "complete" and 0 <= metrics["final"]["top1"] <= 100
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["train"]["mixed_precision"] == "bfloat16"

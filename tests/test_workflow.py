@@ -155,3 +155,28 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path):
     for path in sorted(tmp_path.iterdir()):
         assert filecmp.cmp(path, committed / path.name, shallow=False), \
             f"{committed / path.name} differs from what the committed records give"
+
+
+def test_schedules_override_the_dataset_section_but_not_the_run_itself(tmp_path):
+    """Later `--set` items win: the default profile's ResNet-18 schedule shrinks the data
+    subsets set in `cifar10:`, train_overrides reach every job, and a run stays itself."""
+    result = snakemake("-n", "-p", "--forceall", "--cores", "2")
+    assert result.returncode == 0, result.stderr
+    commands = [line for line in result.stdout.splitlines() if "ir2net train" in line]
+    assert commands
+    resnet18 = next(c for c in commands if "cifar10-resnet18_cifar-bin" in c)
+    sets = re.findall(r"--set '([^=]+)=([^']*)'", resnet18)
+    last = {key: value for key, value in sets}
+    assert last["data.train_subset"] == "2000" and last["data.test_subset"] == "2000"
+    assert last["model.name"] == "resnet18_cifar" and last["model.precision"] == "binary"
+    assert all("model.binary_dtype=bfloat16" in c for c in commands)
+
+
+def test_export_records_needs_finished_runs(tmp_path, capsys):
+    from ir2net.cli import main
+    (tmp_path / "runs" / "half").mkdir(parents=True)
+    (tmp_path / "runs" / "half" / "metrics.json").write_text('{"status": "running"}')
+    assert main(["export-records", "--runs", str(tmp_path / "runs"),
+                 "--to", str(tmp_path / "out")]) == 2
+    assert "holds no finished run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
