@@ -21,8 +21,8 @@ of the straight-through "detach trick".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 import torch

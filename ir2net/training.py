@@ -36,9 +36,8 @@ from .recovery import RecoverySpec, recovery_preset
 from .restriction import InformationRestriction
 
 __all__ = ["TrainingError", "resolve_device", "build_model", "build_teacher", "build_optimizer",
-           "build_scheduler", "distillation_loss", "autocast", "TrainStep", "CudaGraphStep", "build_step",
-           "train_one_epoch", "evaluate",
-           "run", "build_restriction"]
+           "build_scheduler", "distillation_loss", "autocast", "TrainStep", "CudaGraphStep",
+           "build_step", "train_one_epoch", "evaluate", "run", "build_restriction"]
 
 
 class TrainingError(RuntimeError):

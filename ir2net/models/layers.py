@@ -34,6 +34,31 @@ def binarization_from(precision: str = "binary", sign_zero: str = "plus_one",
     return Binarization(precision=precision, sign_zero=sign_zero, scaling=scaling)
 
 
+class _GradientInInputLayout(torch.autograd.Function):
+    """Identity whose backward hands the gradient over in the input's memory format.
+
+    Strided slicing, padding, global pooling and flattening send their gradient back
+    NCHW-contiguous even when the network runs channels-last; every BatchNorm/Hardtanh
+    backward behind them would then mix layouts, which on the CPU runs up to 10x slower
+    (the stage-1 BatchNorm backward of ResNet-20 without recovery: 17 ms instead of 1.5 ms).
+    One copy of the gradient avoids that."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.channels_last = (x.dim() == 4 and not x.is_contiguous()
+                             and x.is_contiguous(memory_format=torch.channels_last))
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
+
+
+def gradient_in_input_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x``, with its gradient returned in ``x``'s memory format (see above)."""
+    return _GradientInInputLayout.apply(x)
+
+
 class OptionAShortcut(nn.Module):
     """Parameter-free shortcut of the CIFAR ResNets: stride-2 subsampling and zero
     channel padding (He et al., option A)."""
@@ -45,7 +70,7 @@ class OptionAShortcut(nn.Module):
         self.pad = (0, 0, 0, 0, extra // 2, extra - extra // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::self.stride, ::self.stride], self.pad)
+        return F.pad(gradient_in_input_layout(x)[:, :, ::self.stride, ::self.stride], self.pad)
 
 
 class FeatureBackbone(nn.Module):
@@ -111,5 +136,6 @@ class IR2NetClassifier(nn.Module):
     def forward(self, x: torch.Tensor, return_attention_source: bool = False):
         last, taps = self.backbone.forward_features(x, self.tap_names)
         fused = self.recovery(taps, last) if self.recovery is not None else last
+        fused = gradient_in_input_layout(fused)
         logits = self.classifier(self.head_norm(torch.flatten(self.pool(fused), 1)))
         return (logits, last) if return_attention_source else logits
