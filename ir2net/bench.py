@@ -10,8 +10,8 @@ code, run on the same model architecture and the same batch:
 
 Before anything is timed, ours and the reference must give the same loss and the same
 gradients on one fixed batch (see ``EQUIVALENCE_TOLERANCE``), or the benchmark fails.
-Timings: warm-up steps excluded, several repeats, the median reported; on a GPU every
-repeat is bracketed by synchronisation.
+Timings: warm-up steps excluded, several repeats of ours and the reference interleaved
+round-robin, the median reported; on a GPU every repeat is bracketed by synchronisation.
 """
 from __future__ import annotations
 
@@ -193,20 +193,25 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _throughput(run_once: Callable[[], int], device, warmup: int, repeats: int,
+def _throughput(candidates: dict[str, Callable[[], int]], device, warmup: int, repeats: int,
                 steps: int) -> dict:
-    for _ in range(warmup):
-        run_once()
+    """Images/s of each candidate, repeats interleaved round-robin so that a machine whose
+    speed drifts (a shared host) slows every candidate alike; warm-up excluded."""
+    for run_once in candidates.values():
+        for _ in range(warmup):
+            run_once()
     _sync(device)
-    rates = []
+    rates = {name: [] for name in candidates}
     for _ in range(repeats):
-        images = 0
-        tick = time.perf_counter()
-        for _ in range(steps):
-            images += run_once()
-        _sync(device)
-        rates.append(images / (time.perf_counter() - tick))
-    return {"median_img_s": statistics.median(rates), "repeats_img_s": rates}
+        for name, run_once in candidates.items():
+            images = 0
+            tick = time.perf_counter()
+            for _ in range(steps):
+                images += run_once()
+            _sync(device)
+            rates[name].append(images / (time.perf_counter() - tick))
+    return {name: {"median_img_s": statistics.median(values), "repeats_img_s": values}
+            for name, values in rates.items()}
 
 
 def _model(device, channels_last=False):
@@ -283,10 +288,13 @@ def run_benchmark(device: str = "cpu", batch_size: int = 128, warmup: int = 3,
         x, y = next_batch()
         return y.numel()
 
-    reference_stats = _throughput(reference_once, device, warmup, repeats, steps)
-    ours_stats = _throughput(ours_once, device, warmup, repeats, steps)
-    with_data = _throughput(ours_with_data_once, device, warmup, repeats, steps)
-    data_stats = _throughput(data_once, device, warmup, repeats, max(steps * 10, 20))
+    steps_timed = _throughput({"reference": reference_once, "ours": ours_once,
+                               "ours_with_data": ours_with_data_once},
+                              device, warmup, repeats, steps)
+    reference_stats, ours_stats = steps_timed["reference"], steps_timed["ours"]
+    with_data = steps_timed["ours_with_data"]
+    data_stats = _throughput({"data": data_once}, device, warmup, repeats,
+                             max(steps * 10, 20))["data"]
     machine = provenance.hardware(device)
     machine.update(python=platform.python_version(), torch=torch.__version__)
     return {
