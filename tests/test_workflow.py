@@ -161,10 +161,10 @@ def test_schedules_override_the_dataset_section_but_not_the_run_itself(tmp_path)
     """Later `--set` items win: the default profile's ResNet-18 schedule shrinks the data
     subsets set in `cifar10:`, train_overrides reach every job, and a run stays itself."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    extra = []
+    files = ["config/config.yaml"]
     if not (ROOT / config["cifar10"]["root"]).exists():  # a checkout without ../shared
-        extra = ["--configfile", overrides(tmp_path, {"cifar10": {"root": str(tmp_path)}})]
-    result = snakemake("-n", "-p", "--forceall", "--cores", "2", *extra)
+        files.append(overrides(tmp_path, {"cifar10": {"root": str(tmp_path)}}))
+    result = snakemake("-n", "-p", "--forceall", "--cores", "2", "--configfile", *files)
     assert result.returncode == 0, result.stderr
     commands = [line for line in result.stdout.splitlines() if "ir2net train" in line]
     assert commands
