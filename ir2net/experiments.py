@@ -56,12 +56,20 @@ class RunSpec:
     uses: dict = field(default_factory=dict)   # override key -> run id whose folder it needs
     roles: list = field(default_factory=list)  # (table, row) pairs this run fills
 
-    def settings(self, runs_dir: str) -> list[str]:
-        values = dict(self.overrides)
+    def settings(self, runs_dir: str, *layers: dict) -> list[str]:
+        """``ir2net train --set`` items, later ones winning: the dataset section's ``data.*``
+        keys, then each of ``layers`` in order (the workflow's ``train_overrides``, then the
+        run's schedule), then what makes the run this run (model, recovery, IRes, seed, the
+        runs it starts from)."""
+        identity = dict(self.overrides)
         for key, other in self.uses.items():
-            values[key] = f"{runs_dir}/{other}"
-        values["seed"] = self.seed
-        return [f"{k}={_format(v)}" for k, v in values.items()]
+            identity[key] = f"{runs_dir}/{other}"
+        identity["seed"] = self.seed
+        items = [(k, v) for k, v in identity.items() if k.startswith("data.")]
+        for layer in layers:
+            items += layer.items()
+        items += [(k, v) for k, v in identity.items() if not k.startswith("data.")]
+        return [f"{k}={_format(v)}" for k, v in items]
 
 
 def _format(value) -> str:

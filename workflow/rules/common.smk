@@ -86,16 +86,9 @@ def train_inputs(wildcards):
 
 
 def train_settings(wildcards):
-    """`--set` items, later ones winning: the dataset section's data.* keys, then
-    train_overrides, then the run's schedule, then what makes the run this run (model,
-    recovery, IRes, seed, the runs it starts from)."""
     spec = RUNS[wildcards.run]
-    identity = spec.settings(RUNS_DIR)
-    settings = [item for item in identity if item.startswith("data.")]
-    settings += [f"{key}={value}" for key, value in config["train_overrides"].items()]
-    settings += [f"{key}={value}" for key, value in
-                 config["schedules"].get(spec.schedule, {}).items()]
-    settings += [item for item in identity if not item.startswith("data.")]
+    settings = spec.settings(RUNS_DIR, config["train_overrides"],
+                             config["schedules"].get(spec.schedule, {}))
     return " ".join(f"--set '{item}'" for item in settings)
 
 
