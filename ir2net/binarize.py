@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compilation import CompiledOrEager
+
 __all__ = [
     "SIGN_ZERO_MODES",
     "SCALING_MODES",
@@ -92,23 +94,17 @@ class _FusedPointwise:
 
     def __init__(self, function):
         self.function = function
-        self.compiled = None
-        self.failed = False
+        self.kernel = CompiledOrEager(function, function.__name__, dynamic=True)
+
+    @property
+    def failed(self) -> bool:
+        return self.kernel.failed
 
     def __call__(self, tensor: torch.Tensor, *args):
-        if (tensor.device.type != "cpu" or self.failed or torch.compiler.is_compiling()
+        if (tensor.device.type != "cpu" or torch.compiler.is_compiling()
                 or not fused_pointwise_enabled()):
             return self.function(tensor, *args)  # inside torch.compile the caller fuses it
-        try:
-            if self.compiled is None:
-                self.compiled = torch.compile(self.function, dynamic=True)
-            return self.compiled(tensor, *args)
-        except Exception as error:  # inductor needs a working C++ toolchain
-            import warnings
-            warnings.warn(f"compiling {self.function.__name__} failed ({type(error).__name__}: "
-                          f"{error}); the eager version runs instead")
-            self.failed = True
-            return self.function(tensor, *args)
+        return self.kernel(tensor, *args)
 
 
 def fused_pointwise_enabled() -> bool:

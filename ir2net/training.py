@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from . import artifacts, provenance
 from .binarize import set_binary_compute_dtype
+from .compilation import CompiledOrEager
 from .config import config_digest
 from .data import build_data
 from .models import create_model
@@ -253,19 +254,10 @@ class _CompileFallback(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.eager = model
-        self.compiled = torch.compile(model)
-        self.failed = False
+        self.forward_fn = CompiledOrEager(model, "the model")
 
     def forward(self, *args, **kwargs):
-        if not self.failed:
-            try:
-                return self.compiled(*args, **kwargs)
-            except Exception as error:  # inductor needs a C++/Triton toolchain
-                import warnings
-                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); "
-                              "training continues in eager mode")
-                self.failed = True
-        return self.eager(*args, **kwargs)
+        return self.forward_fn(*args, **kwargs)
 
 
 def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
