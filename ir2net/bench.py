@@ -144,7 +144,7 @@ def _compare(ours, reference, images, labels) -> dict:
     for step in (ours, reference):
         step.model.train()
         step.model.zero_grad(set_to_none=True)
-        loss, _ = step.loss(images, labels)
+        loss = step.loss(images, labels)[0]
         loss.backward()
         results.append((loss.detach().float(), {n: p.grad.detach().float().clone()
                                                 for n, p in step.model.named_parameters()
@@ -175,7 +175,7 @@ def _reduced_precision_agreement(step: TrainStep, images, labels, *, bf16_binary
                                  else None)
         step.mixed_precision = mixed_precision if reduced else "none"
         step.model.zero_grad(set_to_none=True)
-        loss, _ = step.loss(images, labels)
+        loss = step.loss(images, labels)[0]
         loss.backward()
         flat = torch.cat([p.grad.flatten() for p in step.model.parameters() if p.grad is not None])
         grads.append((loss.item(), flat))

@@ -10,16 +10,23 @@ __all__ = ["main"]
 
 def _train(args) -> int:
     from .config import load_config
-    from .training import run
+    from .training import RESUMABLE_EXIT, TrainingStopped, run
 
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
 
-    config = load_config(args.config, args.set or ())
+    overrides = list(args.set or ())
+    if args.stop_after:
+        overrides.append(f"train.stop_after={args.stop_after}")
+    config = load_config(args.config, overrides)
     if args.no_progress:
         config["progress"] = False
-    metrics = run(config, args.out, on_config_change=args.on_config_change)
+    try:
+        metrics = run(config, args.out, on_config_change=args.on_config_change)
+    except TrainingStopped as stopped:
+        print(f"ir2net: {stopped}", file=sys.stderr)
+        return RESUMABLE_EXIT
     final, best = metrics["final"], metrics["best"]
     print(f"{args.out}: final top-1 {final['top1']:.2f}% top-5 {final['top5']:.2f}% on "
           f"{final['images']} test images; best top-1 {best['top1']:.2f}% (epoch {best['epoch']}); "
@@ -120,7 +127,11 @@ def _tables(args) -> int:
     from .reporting import build_tables, load_records, write_tables
 
     config, records = load_records(args.records)
-    for path in write_tables(build_tables(config, records), args.out):
+    longruns = None
+    if args.longruns:
+        from .longruns import read_progress
+        longruns = read_progress(args.longruns)
+    for path in write_tables(build_tables(config, records, longruns), args.out):
         print(path)
     return 0
 
@@ -164,6 +175,41 @@ def _export(args) -> int:
     return 0
 
 
+def _longrun(args) -> int:
+    from .longruns import continue_runs, load_plan, run_status
+    from .training import RESUMABLE_EXIT, TrainingStopped
+
+    plan = load_plan(args.folder)
+    if args.action == "status":
+        rows = run_status(plan)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for row in rows:
+            where = ("not started" if row["state"] == "not started" else
+                     f"{row['state']}, epoch {row['epochs_done']} of {row['epochs']}, "
+                     f"{row['segments']} segment(s), {row['wall_hours']:.2f} h")
+            scores = ("" if row["final_top1"] is None else
+                      f"; top-1 last {row['final_top1']:.2f}%, best {row['best_top1']:.2f}%")
+            print(f"[{row['priority']}] {row['run']}: {where}{scores}")
+        return 0
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        summaries = continue_runs(plan, args.runs, stop_after=args.stop_after,
+                                  data_root=args.data_root, device=args.device)
+    except TrainingStopped as stopped:
+        print(f"ir2net: {stopped}", file=sys.stderr)
+        return RESUMABLE_EXIT
+    for summary in summaries:
+        best = summary.get("best") or {}
+        print(f"{summary['run']}: {summary['state']}, epoch {summary.get('epochs_done')} of "
+              f"{summary.get('epochs')}" + (f", best top-1 {best['top1']:.2f}%" if best else ""))
+    unfinished = [s for s in summaries if s["state"] != "complete"]
+    return RESUMABLE_EXIT if unfinished else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ir2net", description="IR²Net reproduction harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,12 +220,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, e.g. --set ires.lam=0.3 (repeatable)")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train.add_argument("--stop-after", metavar="DURATION",
+                       help="stop cleanly after this wall time (90s, 45m, 2h; train.stop_after) "
+                            "with exit status 75; rerunning continues the run")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress output (bars on a terminal, per-epoch lines otherwise)")
     train.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
     train.add_argument("--on-config-change", choices=("error", "restart"), default="error",
                        help="a checkpoint in --out written by another config: stop with an "
                             "error (default) or keep it aside and start again")
     train.set_defaults(func=_train)
+
+    longrun = sub.add_parser("longrun", help="the published-schedule runs kept in the "
+                                             "repository (results/longruns/): status, continue")
+    longrun.add_argument("action", choices=("status", "continue"))
+    longrun.add_argument("runs", nargs="*", metavar="RUN",
+                         help="run ids to continue (default: every unfinished run of the most "
+                              "urgent priority in plan.yaml)")
+    longrun.add_argument("--folder", default="results/longruns",
+                         help="the long runs' folder, holding plan.yaml (default: %(default)s)")
+    longrun.add_argument("--stop-after", metavar="DURATION",
+                         help="stop cleanly after this wall time for the whole command (90s, "
+                              "45m, 8h); exit status 75 while a run is unfinished")
+    longrun.add_argument("--data-root", help="CIFAR-10 on this machine (default: plan.yaml's "
+                                             "data_root)")
+    longrun.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    longrun.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
+    longrun.add_argument("--json", action="store_true", help="status as JSON")
+    longrun.set_defaults(func=_longrun)
 
     from .complexity import CONVENTIONS, VARIANTS
     complexity = sub.add_parser("complexity", help="BOPs / FLOPs / OPs / memory of a model")
@@ -231,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     tables = sub.add_parser("tables", help="Tables I-VI from run records")
     tables.add_argument("--records", required=True, help="a runs folder or results/records/<profile>")
     tables.add_argument("--out", required=True)
+    tables.add_argument("--longruns", help="the published-schedule runs' folder (results/longruns):"
+                                           " adds their rows as published.*")
     tables.set_defaults(func=_tables)
 
     figures = sub.add_parser("figures", help="Figure 7 from run records")

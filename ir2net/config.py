@@ -13,12 +13,13 @@ import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import yaml
 
 __all__ = ["ConfigError", "load_config", "resolve_config", "list_recipes", "recipe_path",
-           "config_digest", "apply_overrides", "schema", "read_yaml_text"]
+           "config_digest", "apply_overrides", "schema", "read_yaml_text", "parse_duration",
+           "EXECUTION_ONLY_KEYS", "LATER_KEYS"]
 
 
 class ConfigError(ValueError):
@@ -167,6 +168,7 @@ def _check_semantics(config: dict) -> None:
                           "set data.root (for CIFAR-10 an extracted copy of the image-folder "
                           "archive or torchvision's cifar-10-batches-py)")
     train = config["train"]
+    parse_duration(train["stop_after"])
     if train["teacher"] is not None and train["teacher"] not in list_models():
         raise ConfigError(f"config key 'train.teacher': unknown model {train['teacher']!r}")
 
@@ -177,20 +179,53 @@ def load_config(source: str, overrides: Iterable[str] = ()) -> dict:
 
 
 #: Keys that change how a run executes but not its result; left out of the digest so that
-#: a checkpoint stays valid when they change.
-EXECUTION_ONLY_KEYS = ("progress", "device", "data.workers", "data.cache_dir",
-                       "train.checkpoint_every_steps", "train.cuda_graphs", "train.compile",
-                       "train.channels_last")
+#: a checkpoint stays valid when they change.  Where the data lives (``data.root``,
+#: ``data.download``) is one of them: a run continued on another machine reads its dataset
+#: from that machine's path, and the checkpoint's data fingerprint (a hash of the decoded
+#: images) checks that it is the same data.
+EXECUTION_ONLY_KEYS = ("progress", "device", "data.workers", "data.cache_dir", "data.root",
+                       "data.download", "train.checkpoint_every_steps", "train.cuda_graphs",
+                       "train.compile", "train.channels_last", "train.stop_after")
+
+#: Result-changing keys added to the schema after runs had started, with the value that
+#: reproduces what runs did before the key existed.  At that value a key is left out of the
+#: digest, so adding a key never invalidates a run in progress (the published-schedule runs
+#: in results/longruns/ live for days).  A new key goes here with its neutral value.
+LATER_KEYS: dict[str, Any] = {}
+
+
+def _drop(config: dict, dotted: str, only_if: Any = ...) -> None:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for part in parents:
+        node = node.get(part, {})
+    if leaf in node and (only_if is ... or node[leaf] == only_if):
+        del node[leaf]
 
 
 def config_digest(config: dict) -> str:
     """A short stable hash of everything that changes a run's result."""
     relevant = copy.deepcopy(config)
     for dotted in EXECUTION_ONLY_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = relevant
-        for part in parents:
-            node = node.get(part, {})
-        node.pop(leaf, None)
+        _drop(relevant, dotted)
+    for dotted, neutral in LATER_KEYS.items():
+        _drop(relevant, dotted, neutral)
     blob = json.dumps(relevant, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
+_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value, key: str = "train.stop_after") -> Optional[float]:
+    """``90``, ``"90s"``, ``"45m"``, ``"2h"``, ``"1.5d"`` as seconds; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"config key '{key}': {value!r} is not a duration; write a positive "
+                          "number of seconds or a number with a unit: 90s, 45m, 2h, 1d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

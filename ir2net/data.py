@@ -208,7 +208,12 @@ def _extract_archive(archive: Path, cache_dir: Path) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
             raise DatasetError(f"cannot unpack dataset archive {archive} ({error}); the file is "
                                "corrupt or truncated: fetch it again") from error
-        os.replace(staging, target)  # atomic: a half-extracted tree is never used
+        try:
+            os.replace(staging, target)  # atomic: a half-extracted tree is never used
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not target.is_dir():  # not another process unpacking the same archive
+                raise
     entries = [p for p in target.iterdir() if not p.name.startswith(".")]
     if len(entries) == 1 and entries[0].is_dir() and not (target / "train").is_dir():
         return entries[0]
@@ -363,25 +368,40 @@ class TensorBatches:
 
 # ----------------------------------------------------------------------------- ImageNet
 class Lighting:
-    """AlexNet-style PCA lighting noise on a [0, 1] CHW tensor (the authors' recipe)."""
+    """AlexNet-style PCA lighting noise (the authors' ImageNet recipe), on a CHW image.
+
+    ``input="uint8"`` (default, ``data.lighting_input``) is what the authors' code does: the
+    noise ``V diag(lambda) alpha`` (unscaled eigenvalues, so about 0.01 grey levels) is added
+    to the 0-255 image, which is then clipped and truncated back to integers; the net effect
+    is that a channel whose noise is negative loses one grey level.  ``input="float"`` adds
+    the same noise to the [0, 1] tensor, i.e. 255 times larger in grey levels (about 3).
+    """
 
     EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
     EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
                            [-0.5808, -0.0045, -0.8140],
                            [-0.5836, -0.6948, 0.4203]])
+    INPUTS = ("uint8", "float")
 
-    def __init__(self, std: float):
+    def __init__(self, std: float, input: str = "uint8"):
+        if input not in self.INPUTS:
+            raise ValueError(f"Lighting input must be one of {', '.join(self.INPUTS)}, got {input!r}")
         self.std = std
+        self.input = input
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         if self.std == 0:
             return image
         alpha = torch.randn(3) * self.std
-        rgb = self.EIGVEC @ (alpha * self.EIGVAL)
-        return image + rgb.view(3, 1, 1)
+        rgb = (self.EIGVEC @ (alpha * self.EIGVAL)).view(3, 1, 1)
+        if self.input == "uint8":
+            if image.dtype != torch.uint8:
+                raise TypeError("Lighting(input='uint8') expects a uint8 image tensor")
+            return (image.float() + rgb).clamp(0, 255).to(torch.uint8)  # truncates, as numpy's astype
+        return image + rgb
 
     def __repr__(self) -> str:
-        return f"Lighting(std={self.std})"
+        return f"Lighting(std={self.std}, input={self.input!r})"
 
 
 class _CheckedImageFolder:
@@ -401,9 +421,14 @@ def build_imagefolder_loader(data_cfg: dict, split: str, batch_size: int, *, tra
     size = data_cfg["image_size"]
     normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if train:
+        lighting = Lighting(data_cfg["lighting"], data_cfg["lighting_input"])
+        if lighting.input == "uint8":  # on the integer image, as the authors' code
+            to_float = [T.PILToTensor(), lighting, T.RandomHorizontalFlip(),
+                        T.ConvertImageDtype(torch.float32)]
+        else:
+            to_float = [T.ToTensor(), lighting, T.RandomHorizontalFlip()]
         transform = T.Compose([T.RandomResizedCrop(size, scale=(data_cfg["crop_scale_min"], 1.0)),
-                               T.ToTensor(), Lighting(data_cfg["lighting"]),
-                               T.RandomHorizontalFlip(), normalize])
+                               *to_float, normalize])
     else:
         transform = T.Compose([T.Resize(data_cfg["resize_size"]), T.CenterCrop(size),
                                T.ToTensor(), normalize])
@@ -412,7 +437,16 @@ def build_imagefolder_loader(data_cfg: dict, split: str, batch_size: int, *, tra
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train,
                                        num_workers=data_cfg["workers"], drop_last=drop_last,
                                        generator=generator, pin_memory=torch.cuda.is_available(),
-                                       persistent_workers=False)
+                                       persistent_workers=False, worker_init_fn=_worker_init)
+
+
+def _worker_init(worker_id: int) -> None:
+    """Workers leave SIGTERM / SIGUSR1 to the training process, which finishes its step and
+    checkpoints (SLURM signals every process of a job step); it ends the workers itself."""
+    import signal
+    for name in ("SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class _EpochSeededLoader:
@@ -454,6 +488,26 @@ class DataBundle:
     description: dict = field(default_factory=dict)
 
 
+def _tensor_fingerprint(*splits: ImageTensors) -> str:
+    """A hash of the decoded pixels and labels: the same data wherever it was read from."""
+    digest = hashlib.sha256()
+    for split in splits:
+        for tensor in (split.images, split.labels):
+            digest.update(memoryview(tensor.contiguous().numpy()).cast("B"))
+    return digest.hexdigest()[:20]
+
+
+def _folder_fingerprint(*datasets) -> str:
+    """A hash of an image folder's file list (relative paths and labels); reading every
+    ImageNet file to hash its pixels would take longer than an epoch."""
+    digest = hashlib.sha256()
+    for dataset in datasets:
+        root = Path(dataset.root)
+        for path, label in dataset.samples:
+            digest.update(f"{Path(path).relative_to(root)}|{label}\n".encode())
+    return digest.hexdigest()[:20]
+
+
 def build_data(config: dict, device: torch.device) -> DataBundle:
     """The train and test pipelines a config asks for."""
     data_cfg, train_cfg = config["data"], config["train"]
@@ -471,7 +525,9 @@ def build_data(config: dict, device: torch.device) -> DataBundle:
             seed, device, channels_last)
         classes = train.loader.dataset.classes
         description = {"train": str(Path(data_cfg["root"]) / "train"), "synthetic": False,
-                       "pipeline": "ImageFolder + DataLoader"}
+                       "pipeline": "ImageFolder + DataLoader",
+                       "fingerprint": _folder_fingerprint(train.loader.dataset,
+                                                          test.loader.dataset)}
     else:
         train_split = balanced_subset(load_small_split(data_cfg, "train"), data_cfg["train_subset"])
         test_split = balanced_subset(load_small_split(data_cfg, "test"), data_cfg["test_subset"])
@@ -482,7 +538,8 @@ def build_data(config: dict, device: torch.device) -> DataBundle:
                              channels_last=channels_last)
         classes = train_split.classes
         description = {"train": train_split.source, "test": test_split.source,
-                       "synthetic": train_split.synthetic, "pipeline": "device-resident uint8 tensor"}
+                       "synthetic": train_split.synthetic, "pipeline": "device-resident uint8 tensor",
+                       "fingerprint": _tensor_fingerprint(train_split, test_split)}
     description.update(train_images=train.num_images, test_images=test.num_images,
                        num_classes=len(classes))
     return DataBundle(train, test, len(classes), description)

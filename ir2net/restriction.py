@@ -69,7 +69,7 @@ class InformationRestriction:
 
     lam: float = 0.15
     mu: float = 0.5
-    variant: str = "paper"
+    variant: str = "authors"  # what produced the published numbers (docs/divergences.md #2)
 
     def __post_init__(self):
         if not 0.0 <= self.lam <= 1.0:
@@ -89,9 +89,17 @@ class InformationRestriction:
     @torch.no_grad()
     def mask_images(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Eq. 7: ``D_m = F_m (.) D``, from the features of the first pass (no gradient)."""
+        return self.restrict(images, features)[0]
+
+    @torch.no_grad()
+    def restrict(self, images: torch.Tensor,
+                 features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D_m, removed)``: Eq. 7's masked images and the fraction of input pixels the
+        mask ``F_m`` removed from the batch (a 0-dim tensor on the device, so that training
+        can record when restriction starts to act without a host synchronisation)."""
         attention = attention_map(features.float(), self.variant)
         mask = restriction_mask(attention, tuple(images.shape[-2:]), self.lam, self.variant)
-        return images * mask.to(images.dtype)
+        return images * mask.to(images.dtype), 1.0 - mask.mean()
 
     def combine(self, loss_original: torch.Tensor, loss_masked: torch.Tensor) -> torch.Tensor:
         """Eq. 10: ``Loss_total = mu * Loss_original + (1 - mu) * Loss_masked``."""

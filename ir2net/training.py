@@ -15,12 +15,17 @@ returns at once when the run is already complete.
 from __future__ import annotations
 
 import contextlib
-import math
+import json
 import os
+import platform
+import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +35,14 @@ from tqdm.auto import tqdm
 from . import artifacts, provenance
 from .binarize import set_binary_compute_dtype
 from .compilation import CompiledOrEager
-from .config import config_digest
+from .config import config_digest, parse_duration
 from .data import build_data
 from .models import create_model
 from .recovery import RecoverySpec, recovery_preset
 from .restriction import InformationRestriction
 
-__all__ = ["TrainingError", "resolve_device", "build_model", "build_teacher", "build_optimizer",
+__all__ = ["TrainingError", "TrainingStopped", "StopConditions", "RunState", "StepOutput",
+           "RESUMABLE_EXIT", "resolve_device", "build_model", "build_teacher", "build_optimizer",
            "build_scheduler", "distillation_loss", "autocast", "TrainStep", "CudaGraphStep",
            "build_step", "train_one_epoch", "evaluate", "run", "build_restriction"]
 
@@ -133,6 +139,14 @@ def autocast(device: torch.device, mixed_precision: str, cache_enabled: bool = T
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
 
 
+class StepOutput(NamedTuple):
+    """What one training step leaves on the device; nothing here is read by the host."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    removed_fraction: Optional[torch.Tensor]  # IRes: input pixels its mask removed (Eq. 8)
+
+
 class TrainStep:
     """One optimisation step: forward, the IRes masked pass (Algorithm 1) when
     ``restriction`` is set, Eq. 10, backward, update.  Everything stays on the device:
@@ -157,31 +171,32 @@ class TrainStep:
             return distillation_loss(logits, soft_target.float())
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor):
-        """``(Loss_total, logits of the original images)`` with the graph attached."""
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        """``Loss_total``, the logits of the original images (both with the graph attached)
+        and the fraction of input pixels IRes removed (``None`` without IRes)."""
         with autocast(images.device, self.mixed_precision, self.autocast_cache):
             return self._loss(images, labels)
 
-    def _loss(self, images: torch.Tensor, labels: torch.Tensor):
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         soft_target = None
         if self.teacher is not None:
             with torch.no_grad():
                 soft_target = self.teacher(images)
         if self.restriction is None:
             logits = self.model(images)
-            return self._criterion(logits, labels, soft_target), logits
+            return StepOutput(self._criterion(logits, labels, soft_target), logits, None)
         logits, attention_source = self.model(images, return_attention_source=True)
         loss = self._criterion(logits, labels, soft_target)
-        masked = self.restriction.mask_images(images, attention_source)
+        masked, removed = self.restriction.restrict(images, attention_source)
         masked_loss = self._criterion(self.model(masked), labels, soft_target)
-        return self.restriction.combine(loss, masked_loss), logits
+        return StepOutput(self.restriction.combine(loss, masked_loss), logits, removed)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
-        loss, logits = self.loss(images, labels)
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        output = self.loss(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        output.loss.backward()
         self.optimizer.step()
-        return loss.detach(), logits.detach()
+        return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction)
 
 
 class CudaGraphStep:
@@ -220,7 +235,7 @@ class CudaGraphStep:
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
                 self.optimizer.zero_grad(set_to_none=True)
-                self.step.loss(self.static_images, self.static_labels)[0].backward()
+                self.step.loss(self.static_images, self.static_labels).loss.backward()
         torch.cuda.current_stream().wait_stream(side)
         for module, (mean, var, count) in zip(norms, saved):
             module.running_mean.copy_(mean)
@@ -229,10 +244,11 @@ class CudaGraphStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            loss, logits = self.step.loss(self.static_images, self.static_labels)
-            loss.backward()
+            output = self.step.loss(self.static_images, self.static_labels)
+            output.loss.backward()
             self.optimizer.step()
-        self.static_loss, self.static_logits = loss.detach(), logits.detach()
+        self.static = StepOutput(output.loss.detach(), output.logits.detach(),
+                                 output.removed_fraction)
 
     def __call__(self, images, labels):
         key = (tuple(images.shape), tuple(group["lr"] for group in self.optimizer.param_groups))
@@ -245,7 +261,7 @@ class CudaGraphStep:
         self.static_images.copy_(images)
         self.static_labels.copy_(labels)
         self.graph.replay()
-        return self.static_loss.clone(), self.static_logits.clone()
+        return StepOutput(*(None if value is None else value.clone() for value in self.static))
 
 
 class _CompileFallback(nn.Module):
@@ -275,31 +291,43 @@ def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
 
 
 # ----------------------------------------------------------------------------- one epoch
+LOG_INTERVAL_S = 60.0  # without a progress bar, a line at most this often within an epoch
+
+
 def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
                     max_steps: Optional[int], progress: bool, description: str = "",
                     partial: Optional[dict] = None, checkpoint_every: Optional[int] = None,
-                    on_checkpoint: Optional[Callable[[dict], None]] = None) -> dict:
+                    on_checkpoint: Optional[Callable[[dict], None]] = None,
+                    should_stop: Optional[Callable[[], bool]] = None) -> dict:
     """One pass over the training batches.
 
     ``partial`` resumes an epoch that a checkpoint interrupted (``batches`` must then start
     at ``partial["batch"]``); every ``checkpoint_every`` steps ``on_checkpoint`` receives
-    the epoch's progress so far."""
+    the epoch's progress so far.  When ``should_stop()`` turns true before the last batch,
+    the epoch ends early and ``stats["stopped"]`` holds that progress (what a mid-epoch
+    checkpoint holds).  A bar is drawn only on a terminal; otherwise (a log file, a
+    cluster job) a line is printed about once a minute."""
     step_fn.model.train()
     device = next(step_fn.model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen, batch_index = 0, 0
+    removed_sum = torch.zeros((), device=device)
+    seen, batch_index, restricting = 0, 0, False
     if partial is not None:
         loss_sum = partial["loss_sum"].to(device)
         correct = partial["correct"].to(device)
+        removed_sum = partial.get("removed_sum", removed_sum).to(device)
         seen, batch_index = partial["seen"], partial["batch"]
+        restricting = partial.get("restricting", False)
     first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
     step_counter = torch.full((), step, device=device, dtype=torch.int64)
     images_now = 0
     remaining = len(batches) - batch_index
     total = remaining if max_steps is None else min(remaining, max(max_steps - step, 0))
-    bar = tqdm(total=total, desc=description or f"epoch {epoch + 1}", disable=not progress,
-               leave=False, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=description or f"epoch {epoch + 1}", leave=False,
+               disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
+    log_lines = progress and bar.disable
+    tick = last_log = time.perf_counter()
 
     def check_finite():
         bad = int(first_bad_step.item())
@@ -308,16 +336,25 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
                                 f"{epoch + 1}); lower train.lr or check the data. No result was "
                                 "written.")
 
+    def progress_state() -> dict:
+        return {"batch": batch_index, "loss_sum": loss_sum.detach().cpu(), "correct": correct.cpu(),
+                "removed_sum": removed_sum.cpu(), "restricting": restricting, "seen": seen,
+                "step": step, "images": images_now}
+
+    stopped = None
     for images, labels in batches:
         if max_steps is not None and step >= max_steps:
             break
-        loss, logits = step_fn(images, labels)
+        loss, logits, removed = step_fn(images, labels)
         # bookkeeping stays on the device; the host looks only every 25 steps
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step_counter,
                                      first_bad_step)
         step_counter += 1
         loss_sum += loss * labels.numel()
         correct += (logits.argmax(1) == labels).sum()
+        if removed is not None:
+            removed_sum += removed
+            restricting = True
         seen += labels.numel()
         images_now += labels.numel()
         step += 1
@@ -325,19 +362,28 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
         bar.update(1)
         if step % 25 == 0:
             check_finite()
-            if progress:
+            if not bar.disable:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+            elif log_lines and time.perf_counter() - last_log >= LOG_INTERVAL_S:
+                last_log = time.perf_counter()
+                print(f"  {description or f'epoch {epoch + 1}'}: batch {batch_index}/"
+                      f"{len(batches)}, train loss {loss_sum.item() / seen:.4f}, "
+                      f"{images_now / (last_log - tick):.0f} img/s", flush=True)
+        mid_epoch = batch_index < len(batches)
         if (checkpoint_every and on_checkpoint is not None and step % checkpoint_every == 0
-                and batch_index < len(batches)):
+                and mid_epoch):
             check_finite()  # never checkpoint a diverged state
-            on_checkpoint({"batch": batch_index, "loss_sum": loss_sum.detach().cpu(),
-                           "correct": correct.cpu(), "seen": seen, "step": step,
-                           "images": images_now})
+            on_checkpoint(progress_state())
+        if should_stop is not None and mid_epoch and should_stop():
+            check_finite()
+            stopped = progress_state()
+            break
     bar.close()
     check_finite()
     return {"train_loss": loss_sum.item() / max(seen, 1),
             "train_top1": 100.0 * correct.item() / max(seen, 1), "images": images_now,
-            "step": step}
+            "step": step, "stopped": stopped,
+            "ires_removed": removed_sum.item() / batch_index if restricting else None}
 
 
 @torch.no_grad()
@@ -366,6 +412,138 @@ def evaluate(model: nn.Module, batches, mixed_precision: str = "none") -> dict:
 
 
 # ----------------------------------------------------------------------------- a whole run
+#: Exit status of ``ir2net train`` when a run stopped on its time budget or a signal: its
+#: checkpoint is written and rerunning continues it (EX_TEMPFAIL: "try again later").
+RESUMABLE_EXIT = 75
+
+
+class TrainingStopped(Exception):
+    """The run stopped cleanly before its end (time budget, SIGTERM, SIGUSR1); its
+    checkpoint is written and rerunning the same command continues it."""
+
+    def __init__(self, reason: str, epoch: float, step: int, out_dir: Path):
+        super().__init__(f"{out_dir}: stopped by {reason} at epoch {epoch:.2f} (step {step}); the "
+                         "checkpoint is written: rerun the same command to continue")
+        self.reason, self.epoch, self.step = reason, epoch, step
+
+
+class StopConditions:
+    """When to stop a run early and cleanly: a wall-time budget (``train.stop_after``) and,
+    while in use as a context manager on the main thread, SIGTERM and SIGUSR1 (what SLURM
+    sends before a time limit with ``--signal``).  A second signal interrupts at once."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self, budget_seconds: Optional[float] = None):
+        self.deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+        self.reason: Optional[str] = None
+        self._previous = {}
+
+    def __call__(self) -> bool:
+        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.reason = "its time budget (train.stop_after)"
+        return self.reason is not None
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.reason is not None and self.reason.startswith("signal"):
+            raise KeyboardInterrupt(f"second signal ({name})")
+        self.reason = f"signal {name}"
+        print(f"ir2net: {name} received; stopping after this step and writing the checkpoint",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name, None)
+                if number is not None:
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+        return False
+
+
+@dataclass
+class RunState:
+    """Everything about a run in progress besides the weights and optimiser: where it is,
+    what it has measured so far, and the segments (machine, precision, wall time) that
+    trained it.  A checkpoint holds exactly this plus the weights."""
+
+    epoch: int = 0                     # epochs completed
+    step: int = 0
+    partial: Optional[dict] = None     # progress inside the next epoch
+    history: list = field(default_factory=list)
+    best: Optional[dict] = None
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    wall_seconds: float = 0.0          # over every segment up to this checkpoint
+    segments: list = field(default_factory=list)
+
+    FIELDS = ("epoch", "step", "partial", "history", "best", "train_seconds", "images_seen",
+              "wall_seconds", "segments")
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> "RunState":
+        return cls(**{name: state[name] for name in cls.FIELDS if name in state})
+
+    def to_checkpoint(self) -> dict:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Segment:
+    """One stretch of training by one process on one machine, as the record keeps it."""
+
+    def __init__(self, config: dict, device: torch.device, state: RunState, epoch_batches: int,
+                 started: float):
+        hardware = provenance.hardware(device)
+        git = provenance.git_commit()
+        self.epoch_batches = epoch_batches
+        self.started = started  # perf_counter() when the process began this run: setup counts
+        self.record = {
+            "started_at": _utc_now(), "ended_at": None, "ended_by": None,
+            "host": platform.node(),
+            "hardware": {key: hardware[key] for key in
+                         ("device", "cpu", "cpu_count", "torch_threads", "gpu") if key in hardware},
+            "precision": {"binary_dtype": config["model"]["binary_dtype"],
+                          "mixed_precision": config["train"]["mixed_precision"]},
+            "channels_last": config["train"]["channels_last"],
+            "commit": (git["commit"] or "unknown")[:12] + ("+dirty" if git["dirty"] else ""),
+            "start_epoch": self.position(state.epoch, state.partial),
+            "start_step": state.step}
+        self.train_seconds0, self.images0 = state.train_seconds, state.images_seen
+
+    def position(self, epoch: int, partial: Optional[dict]) -> float:
+        """Epochs done as a fraction: 12.5 is half-way through the 13th epoch."""
+        done = partial["batch"] / self.epoch_batches if partial and self.epoch_batches else 0.0
+        return round(epoch + done, 4)
+
+    def update(self, ended_by: str, epoch: int, step: int,
+               partial: Optional[dict], train_seconds: float, images: int) -> dict:
+        """The record of this segment as of now (``train_seconds``/``images``: the run's
+        totals, including a partial epoch)."""
+        wall = time.perf_counter() - self.started
+        trained = train_seconds - self.train_seconds0
+        self.record.update(ended_at=_utc_now(), ended_by=ended_by,
+                           end_epoch=self.position(epoch, partial), end_step=step,
+                           steps=step - self.record["start_step"],
+                           images=images - self.images0, train_seconds=round(trained, 1),
+                           wall_seconds=round(wall, 1),
+                           images_per_s=round((images - self.images0) / trained, 1)
+                           if trained > 0 else None)
+        return dict(self.record)
+
+
+INTERRUPTED = "the process ended after this checkpoint (killed, crashed or interrupted)"
+
+
 def _load_checkpoint(path: Path, digest: str, on_config_change: str = "error") -> Optional[dict]:
     if not path.is_file():
         return None
@@ -387,28 +565,68 @@ def _load_checkpoint(path: Path, digest: str, on_config_change: str = "error") -
     return state
 
 
+def _check_same_data(state: dict, data_description: dict, checkpoint_path: Path) -> None:
+    saved, now = state.get("data_fingerprint"), data_description.get("fingerprint")
+    if saved is not None and now is not None and saved != now:
+        raise TrainingError(
+            f"checkpoint {checkpoint_path} was trained on other data (fingerprint {saved}) than "
+            f"data.root now gives ({now}: {data_description.get('train')}); point data.root at "
+            "the dataset the run started with")
+
+
+def _epoch_line(record: dict, epochs: int, best: Optional[dict], images_per_s: float,
+                seconds_per_epoch: float) -> str:
+    line = (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
+            f"train top-1 {record['train_top1']:.2f}%")
+    if "test" in record:
+        line += f", test top-1 {record['test']['top1']:.2f}% (best {best['top1']:.2f}% at epoch " \
+                f"{best['epoch']})"
+    if record.get("ires_removed") is not None:
+        line += f", IRes removed {100 * record['ires_removed']:.1f}% of pixels"
+    left = (epochs - record["epoch"]) * seconds_per_epoch
+    return line + (f", {images_per_s:.0f} img/s, about "
+                   f"{_duration_text(left)} left")
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
 def run(config: dict, out_dir: str | Path, on_config_change: str = "error") -> dict:
     """Train and evaluate one configuration in ``out_dir``; returns the metrics.
 
     ``on_config_change``: what to do with a checkpoint written by a different config:
-    ``error`` (default) or ``restart`` (keep it aside as ``stale-<digest>.pt``, start anew)."""
-    started = time.perf_counter()
+    ``error`` (default) or ``restart`` (keep it aside as ``stale-<digest>.pt``, start anew).
+    Raises :class:`TrainingStopped` when the run stopped cleanly before its end
+    (``train.stop_after``, SIGTERM, SIGUSR1); rerunning continues it."""
     out_dir = Path(out_dir)
     digest = config_digest(config)
     metrics_path = out_dir / "metrics.json"
     if metrics_path.is_file():
-        import json
         done = json.loads(metrics_path.read_text())
         if done.get("config_digest") == digest:
             return done
         raise TrainingError(f"{out_dir} already holds a finished run of a different config; "
                             "use another --out folder or delete it")
-    artifacts.write_yaml(out_dir / "config.yaml", config)
+    checkpoint_path = out_dir / "checkpoint" / "last.pt"
+    checkpoint = _load_checkpoint(checkpoint_path, digest, on_config_change)
+    stop = StopConditions(parse_duration(config["train"]["stop_after"]))
+    with stop:
+        return _train(config, out_dir, digest, checkpoint, checkpoint_path, stop)
 
+
+def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
+           checkpoint_path: Path, stop: StopConditions) -> dict:
+    started = time.perf_counter()
     device = resolve_device(config["device"])
     torch.manual_seed(config["seed"])
     train_cfg = config["train"]
     data = build_data(config, device)
+    if checkpoint is not None:
+        _check_same_data(checkpoint, data.description, checkpoint_path)
+    artifacts.write_yaml(out_dir / "config.yaml", config)
     model = build_model(config, data.num_classes)
     if train_cfg["init_from"]:
         model.load_state_dict(artifacts.load_state_dict(train_cfg["init_from"]))
@@ -425,90 +643,114 @@ def run(config: dict, out_dir: str | Path, on_config_change: str = "error") -> d
                          cuda_graphs=train_cfg["cuda_graphs"], compile=train_cfg["compile"],
                          mixed_precision=train_cfg["mixed_precision"])
 
-    checkpoint_path = out_dir / "checkpoint" / "last.pt"
-    state = _load_checkpoint(checkpoint_path, digest, on_config_change)
-    history, best, start_epoch, step, train_seconds, images_seen = [], None, 0, 0, 0.0, 0
-    earlier_wall_seconds, partial = 0.0, None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best = state["history"], state["best"]
-        start_epoch, step = state["epoch"], state["step"]
-        train_seconds, images_seen = state["train_seconds"], state["images_seen"]
-        earlier_wall_seconds = state["wall_seconds"]
-        partial = state.get("partial")
+    state = RunState()
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        state = RunState.from_checkpoint(checkpoint)
+    resumed_from = state.epoch if checkpoint is not None else None
 
     if len(data.train) == 0:
         raise TrainingError(f"config key 'train.batch_size': {train_cfg['batch_size']} is larger "
                             f"than the {data.train.num_images} training images and drop_last is "
                             "on, so no step would run; lower the batch size or use more data")
     epochs, max_steps = train_cfg["epochs"], train_cfg["max_steps"]
+    segment = Segment(config, device, state, len(data.train), started)
 
-    def save_checkpoint(epochs_done: int, step_now: int, partial_state=None, seconds=0.0,
-                        images=0):
+    def segment_records(ended_by, epoch, step, partial=None, seconds=0.0, images=0):
+        current = segment.update(ended_by, epoch, step, partial,
+                                 state.train_seconds + seconds, state.images_seen + images)
+        return state.segments + [current], current["wall_seconds"]
+
+    def save_checkpoint(epochs_done: int, step_now: int, partial=None, seconds=0.0, images=0,
+                        ended_by=INTERRUPTED):
         """Everything a rerun needs to continue exactly here (written atomically)."""
+        segments, wall = segment_records(ended_by, epochs_done, step_now, partial, seconds, images)
+        saved = RunState(epochs_done, step_now, partial, state.history, state.best,
+                         state.train_seconds + seconds, state.images_seen + images,
+                         state.wall_seconds + wall, segments)
         artifacts.save_torch(checkpoint_path, {
-            "config_digest": digest, "epoch": epochs_done, "step": step_now,
-            "partial": partial_state, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "history": history, "best": best, "train_seconds": train_seconds + seconds,
-            "images_seen": images_seen + images,
-            "wall_seconds": earlier_wall_seconds + time.perf_counter() - started})
+            "config_digest": digest, "config": config,
+            "data_fingerprint": data.description.get("fingerprint"),
+            **saved.to_checkpoint(), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
 
-    last_eval = history[-1].get("test") if history else None
-    for epoch in range(start_epoch, epochs):
-        if max_steps is not None and step >= max_steps:
+    last_eval = state.history[-1].get("test") if state.history else None
+    for epoch in range(state.epoch, epochs):
+        if max_steps is not None and state.step >= max_steps:
             break
-        resume = partial if epoch == start_epoch else None
+        resume = state.partial if epoch == state.epoch else None
         data.train.set_epoch(epoch, start_batch=resume["batch"] if resume else 0)
         lr = optimizer.param_groups[0]["lr"]
         tick = time.perf_counter()
         stats = train_one_epoch(
-            step_fn, data.train, epoch=epoch, step=step, max_steps=max_steps,
+            step_fn, data.train, epoch=epoch, step=state.step, max_steps=max_steps,
             progress=config["progress"], description=f"epoch {epoch + 1}/{epochs}",
             partial=resume, checkpoint_every=train_cfg["checkpoint_every_steps"],
             on_checkpoint=lambda progress_state, epoch=epoch, tick=tick: save_checkpoint(
                 epoch, progress_state["step"], progress_state,
-                time.perf_counter() - tick, progress_state["images"]))
+                time.perf_counter() - tick, progress_state["images"]),
+            should_stop=stop)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        train_seconds += time.perf_counter() - tick
-        images_seen += stats["images"]
-        step = stats["step"]
+        seconds = time.perf_counter() - tick
+        if stats["stopped"] is not None:
+            progress_state = stats["stopped"]
+            save_checkpoint(epoch, progress_state["step"], progress_state, seconds,
+                            progress_state["images"], ended_by=f"stopped by {stop.reason}")
+            raise TrainingStopped(stop.reason, segment.position(epoch, progress_state),
+                                  progress_state["step"], out_dir)
+        state.partial = None
+        state.train_seconds += seconds
+        state.images_seen += stats["images"]
+        state.step = stats["step"]
         scheduler.step()
-        finished = epoch + 1 == epochs or (max_steps is not None and step >= max_steps)
+        finished = epoch + 1 == epochs or (max_steps is not None and state.step >= max_steps)
+        # the history holds only what the math decides, so that a resumed run's equals an
+        # uninterrupted one's; timings live in the segments
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"],
-                  "train_top1": stats["train_top1"], "steps": step}
+                  "train_top1": stats["train_top1"], "steps": state.step}
+        if stats["ires_removed"] is not None:
+            record["ires_removed"] = stats["ires_removed"]
         if finished or (epoch + 1) % config["eval"]["every"] == 0:
             last_eval = evaluate(model, data.test, train_cfg["mixed_precision"])
             record["test"] = last_eval
-            if best is None or last_eval["top1"] > best["top1"]:
-                best = {**last_eval, "epoch": epoch + 1}
-        history.append(record)
+            if state.best is None or last_eval["top1"] > state.best["top1"]:
+                state.best = {**last_eval, "epoch": epoch + 1}
+        state.history.append(record)
+        state.epoch = epoch + 1
         if config["progress"]:
-            shown = f", test top-1 {last_eval['top1']:.2f}%" if "test" in record else ""
-            tqdm.write(f"epoch {epoch + 1}/{epochs}: train loss {stats['train_loss']:.4f}{shown}")
-        save_checkpoint(epoch + 1, step)
+            tqdm.write(_epoch_line(record, epochs, state.best, stats["images"] / seconds,
+                                   state.train_seconds / max(len(state.history), 1)),
+                       file=sys.stdout)
+            sys.stdout.flush()
+        if not finished and stop():
+            save_checkpoint(state.epoch, state.step, ended_by=f"stopped by {stop.reason}")
+            raise TrainingStopped(stop.reason, float(state.epoch), state.step, out_dir)
+        save_checkpoint(state.epoch, state.step)
 
     if last_eval is None:  # resumed after the last epoch had already been checkpointed
         last_eval = evaluate(model, data.test, train_cfg["mixed_precision"])
+    segments, wall = segment_records("complete", state.epoch, state.step)
     metrics = {
         "status": "complete",
         "config_digest": digest,
         "seed": config["seed"],
-        "final": last_eval,
-        "best": best,
-        "history": history,
-        "steps": step,
-        "epochs_completed": len(history),
+        "final": {**last_eval, "epoch": state.epoch},
+        "best": state.best,
+        "history": state.history,
+        "steps": state.step,
+        "epochs_completed": len(state.history),
         "data": data.description,
-        "train_seconds": train_seconds,
-        "train_images_per_s": images_seen / train_seconds if train_seconds > 0 else None,
-        "wall_seconds": earlier_wall_seconds + time.perf_counter() - started,
-        "resumed_from_epoch": start_epoch if state is not None else None,
+        "train_seconds": state.train_seconds,
+        "train_images_per_s": (state.images_seen / state.train_seconds
+                               if state.train_seconds > 0 else None),
+        "wall_seconds": state.wall_seconds + wall,
+        "resumed_from_epoch": resumed_from,
+        "segments": segments,
         "provenance": provenance.collect(device),
     }
     artifacts.save_torch(out_dir / "model.pt", model.state_dict())
-    artifacts.write_json(metrics_path, metrics)
+    artifacts.write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -65,10 +65,38 @@ def test_missing_teacher_weights_give_instructions(tmp_path, tiny_imagenet):
                          f"train.teacher_weights={tmp_path / 'nope.pt'}"), tmp_path / "s1")
 
 
-def test_lighting_adds_one_colour_offset_per_image():
+def test_lighting_on_floats_adds_one_colour_offset_per_image():
     torch.manual_seed(0)
     image = torch.rand(3, 8, 8)
-    out = Lighting(0.1)(image)
+    out = Lighting(0.1, input="float")(image)
     offset = out - image
     assert torch.allclose(offset, offset[:, :1, :1].expand_as(offset))
-    assert torch.equal(Lighting(0.0)(image), image)
+    assert offset.abs().max() * 255 > 0.5  # grey levels: the strong, non-authors effect
+    assert torch.equal(Lighting(0.0, input="float")(image), image)
+
+
+def test_lighting_on_uint8_truncates_as_the_authors_code():
+    """The authors add the (unscaled) PCA noise to the 0-255 image and truncate back to
+    integers: a channel whose noise is negative loses exactly one grey level, a channel
+    whose noise is positive is unchanged, and 0 stays 0."""
+    image = torch.randint(1, 256, (3, 8, 8), dtype=torch.uint8)
+    image[:, 0, 0] = 0
+    lighting = Lighting(0.1)
+    assert lighting.input == "uint8"
+    lowered = []
+    for seed in range(40):
+        torch.manual_seed(seed)
+        alpha = torch.randn(3) * 0.1
+        noise = Lighting.EIGVEC @ (alpha * Lighting.EIGVAL)
+        torch.manual_seed(seed)
+        out = lighting(image)
+        assert out.dtype == torch.uint8
+        change = image.int() - out.int()
+        for channel in range(3):
+            expected = 1 if noise[channel] < 0 else 0
+            assert (change[channel, 1:, :] == expected).all()
+            assert change[channel, 0, 0] == 0
+            lowered.append(expected)
+    assert 0.2 < sum(lowered) / len(lowered) < 0.8  # about half the channels lose one level
+    with pytest.raises(TypeError):
+        lighting(torch.rand(3, 8, 8))

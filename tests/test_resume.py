@@ -89,3 +89,60 @@ def test_crash_right_after_a_mid_epoch_checkpoint_resumes_exactly(tmp_path, monk
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "crashed" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _stop_point(folder):
+    state = torch.load(folder / "checkpoint" / "last.pt", weights_only=True)
+    return state["step"], state["segments"][-1]["ended_by"]
+
+
+def test_a_run_stopped_by_its_time_budget_resumes_to_the_uninterrupted_result(tmp_path):
+    from ir2net.cli import main
+
+    reference = train(tmp_path / "uninterrupted")
+    assert reference.wait(timeout=600) == 0, reference.stdout.read().decode()
+    folder = tmp_path / "stopped"
+    # the budget is spent before the first step ends: the run stops right after it
+    assert main(["train", "--out", str(folder), "--stop-after", "0.000001s", *ARGS]) == 75
+    assert not (folder / "metrics.json").exists()
+    step, ended_by = _stop_point(folder)
+    assert 0 < step < 18 and "time budget" in ended_by
+    assert main(["train", "--out", str(folder), *ARGS]) == 0
+    (metrics_a, weights_a), (metrics_b, weights_b) = result(tmp_path / "uninterrupted"), \
+        result(folder)
+    assert metrics_a == metrics_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    segments = json.loads((folder / "metrics.json").read_text())["segments"]
+    assert [s["ended_by"] for s in segments][-1] == "complete" and "time budget" in \
+        segments[0]["ended_by"]
+    assert segments[0]["end_step"] == segments[1]["start_step"] == step
+    assert sum(s["steps"] for s in segments) == 18
+    for segment in segments:
+        assert segment["hardware"]["device"] == "cpu" and segment["wall_seconds"] > 0
+        assert segment["precision"] == {"binary_dtype": "float32", "mixed_precision": "none"}
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
+def test_a_signal_stops_the_run_cleanly_and_the_rerun_is_bit_identical(tmp_path, signame):
+    reference = train(tmp_path / "uninterrupted")
+    assert reference.wait(timeout=600) == 0, reference.stdout.read().decode()
+    victim = train(tmp_path / "signalled")
+    checkpoint = tmp_path / "signalled" / "checkpoint" / "last.pt"
+    deadline = time.time() + 600
+    while not checkpoint.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert victim.poll() is None, "the run ended before it could be signalled"
+    victim.send_signal(getattr(signal, signame))
+    output = victim.stdout.read().decode()
+    assert victim.wait(timeout=600) == 75, output
+    assert f"{signame} received" in output and "rerun the same command" in output
+    assert not (tmp_path / "signalled" / "metrics.json").exists()
+    step, ended_by = _stop_point(tmp_path / "signalled")
+    assert ended_by == f"stopped by signal {signame}" and step < 18
+
+    rerun = train(tmp_path / "signalled")
+    assert rerun.wait(timeout=600) == 0, rerun.stdout.read().decode()
+    (metrics_a, weights_a), (metrics_b, weights_b) = result(tmp_path / "uninterrupted"), \
+        result(tmp_path / "signalled")
+    assert metrics_a == metrics_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)

@@ -182,7 +182,8 @@ def test_bfloat16_mixed_precision_step_computes_in_bfloat16_and_learns():
             module.register_forward_hook(lambda m, i, out: conv_dtypes.add(out.dtype))
     images, labels = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
     step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                     restriction=InformationRestriction(0.15), mixed_precision="bfloat16")
+                     restriction=InformationRestriction(0.15, variant="paper"),
+                     mixed_precision="bfloat16")
     losses = [step(images, labels)[0] for _ in range(12)]
     assert conv_dtypes == {torch.bfloat16}
     assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)
