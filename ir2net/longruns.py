@@ -1,0 +1,253 @@
+"""Published-schedule runs that live in the repository while they train.
+
+A 500-epoch ResNet-20 run takes about half an hour on an H100 and a day or more on a
+2-core CPU, so it is trained in segments, on whatever machine has compute next.  Its
+folder under ``results/longruns/`` is committed between segments::
+
+    results/longruns/plan.yaml           which runs, with which recipe and settings
+    results/longruns/<run>/config.yaml   the resolved config: fixed when the run starts
+    results/longruns/<run>/checkpoint/   resumable state (a few MB), while it trains
+    results/longruns/<run>/progress.json where it is: epochs, top-1 so far, every segment
+    results/longruns/<run>/model.pt      final weights, once complete (the checkpoint goes)
+    results/longruns/<run>/metrics.json  the finished run's record
+
+``ir2net longrun continue`` trains every unfinished run of the most urgent priority
+until it completes or the time budget runs out; a completed run's record is copied into
+the paper profile's records.  A run's method never changes once started: the plan is
+read only to start a run, and a plan whose settings no longer give a started run's
+config is refused (a changed method is a new run, under a new id).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from . import artifacts
+from .config import ConfigError, config_digest, load_config, parse_duration, read_yaml_text
+
+__all__ = ["LongRun", "load_plan", "run_status", "continue_runs", "DEFAULT_FOLDER",
+           "progress_summary", "read_progress", "write_progress"]
+
+DEFAULT_FOLDER = Path("results/longruns")
+PLAN = "plan.yaml"
+
+
+@dataclass
+class LongRun:
+    """One planned run: a paper-profile run id, its recipe, and the settings that make it."""
+
+    run_id: str
+    recipe: str
+    settings: dict
+    priority: int
+    rows: dict            # {table: row label} it fills, e.g. {"table1": "Baseline"}
+    folder: Path
+
+    def overrides(self, shared: dict) -> list[str]:
+        return [f"{key}={_yaml_value(value)}" for key, value in {**shared, **self.settings}.items()]
+
+    @property
+    def state(self) -> str:
+        if (self.folder / "metrics.json").is_file():
+            return "complete"
+        if (self.folder / "checkpoint" / "last.pt").is_file():
+            return "training"
+        return "not started"
+
+
+def _yaml_value(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass
+class Plan:
+    folder: Path
+    records: Path
+    data_root: Path
+    settings: dict
+    runs: list[LongRun]
+
+    def get(self, run_id: str) -> LongRun:
+        for run in self.runs:
+            if run.run_id == run_id:
+                return run
+        raise ConfigError(f"{self.folder / PLAN} has no run {run_id!r}; planned: "
+                          f"{', '.join(r.run_id for r in self.runs)}")
+
+
+def load_plan(folder: str | Path = DEFAULT_FOLDER) -> Plan:
+    """Read ``folder/plan.yaml``; its paths are relative to ``folder``."""
+    folder = Path(folder)
+    path = folder / PLAN
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; run from the repository root or pass "
+                          "--folder results/longruns")
+    plan = read_yaml_text(path.read_text()) or {}
+    runs = []
+    for index, entry in enumerate(plan.get("runs", [])):
+        missing = {"id", "recipe"} - set(entry)
+        if missing:
+            raise ConfigError(f"{path}: runs[{index}] lacks {', '.join(sorted(missing))}")
+        runs.append(LongRun(entry["id"], entry["recipe"], dict(entry.get("settings") or {}),
+                            int(entry.get("priority", 1)), dict(entry.get("rows") or {}),
+                            folder / entry["id"]))
+    if len({run.run_id for run in runs}) != len(runs):
+        raise ConfigError(f"{path}: a run id appears twice")
+    return Plan(folder, folder / plan.get("records", "../records/paper"),
+                folder / plan.get("data_root", "data"), dict(plan.get("settings") or {}), runs)
+
+
+def planned_config(plan: Plan, run: LongRun, data_root: Optional[str | Path] = None) -> dict:
+    """The config the plan gives ``run`` (what a new start uses)."""
+    root = Path(data_root) if data_root else plan.data_root
+    return load_config(run.recipe, [*run.overrides(plan.settings), f"data.root={root}"])
+
+
+def _execution_settings(config: dict, *, data_root: Path, stop_after, device: str) -> dict:
+    """This segment's execution-only keys: where the data is, the device, the budget."""
+    import torch
+
+    config = json.loads(json.dumps(config))
+    config["data"]["root"] = str(data_root)
+    config["device"] = device
+    config["progress"] = True
+    config["train"]["stop_after"] = stop_after
+    on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    config["train"]["channels_last"] = not on_cuda  # measured faster on the CPU (docs/performance.md)
+    return config
+
+
+def progress_summary(run: LongRun) -> dict:
+    """Where a run stands, from its record (complete) or its checkpoint (training)."""
+    summary = {"run": run.run_id, "state": run.state, "rows": run.rows, "priority": run.priority}
+    if run.state == "complete":
+        metrics = json.loads((run.folder / "metrics.json").read_text())
+        summary.update(epochs_done=metrics["epochs_completed"], epochs=metrics["epochs_completed"],
+                       final=metrics["final"], best=metrics["best"],
+                       history=metrics["history"], segments=metrics.get("segments", []))
+    elif run.state == "training":
+        import torch
+
+        state = torch.load(run.folder / "checkpoint" / "last.pt", map_location="cpu",
+                           weights_only=True)
+        history = state["history"]
+        tested = [record for record in history if "test" in record]
+        summary.update(epochs_done=state["epoch"], epochs=state["config"]["train"]["epochs"],
+                       final=({**tested[-1]["test"], "epoch": tested[-1]["epoch"]}
+                              if tested else None),
+                       best=state["best"], history=history, segments=state["segments"])
+    if "segments" in summary:
+        summary["wall_hours"] = round(sum(s.get("wall_seconds") or 0
+                                          for s in summary["segments"]) / 3600, 3)
+    return summary
+
+
+def write_progress(run: LongRun) -> Optional[Path]:
+    """``progress.json`` of a run that has started (what the tables and report read)."""
+    if run.state == "not started":
+        return None
+    return artifacts.write_json(run.folder / "progress.json", progress_summary(run))
+
+
+def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
+    """Every planned run with its committed ``progress.json`` (``state: not started`` when it
+    has none): what the tables and the report show, read without loading a checkpoint."""
+    plan = load_plan(folder)
+    rows = []
+    for run in plan.runs:
+        path = run.folder / "progress.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+        else:
+            rows.append({"run": run.run_id, "state": "not started", "rows": run.rows,
+                         "priority": run.priority})
+    return rows
+
+
+def run_status(plan: Plan) -> list[dict]:
+    rows = []
+    for run in plan.runs:
+        summary = progress_summary(run)
+        rows.append({key: summary.get(key) for key in
+                     ("run", "state", "priority", "epochs_done", "epochs", "wall_hours")} |
+                    {"final_top1": (summary.get("final") or {}).get("top1"),
+                     "best_top1": (summary.get("best") or {}).get("top1"),
+                     "segments": len(summary.get("segments", []))})
+    return rows
+
+
+def _check_unchanged(plan: Plan, run: LongRun, started: dict) -> None:
+    planned = planned_config(plan, run)
+    if config_digest(planned) != config_digest(started):
+        raise ConfigError(
+            f"{plan.folder / PLAN} no longer gives the config that run {run.run_id} started with "
+            f"({run.folder / 'config.yaml'}). A running run's method never changes: undo the "
+            "edit, or plan the changed method as a new run with a new id")
+
+
+def _finish(plan: Plan, run: LongRun) -> None:
+    """A completed run keeps its final weights and record; its checkpoint goes, and the
+    record joins the paper profile's records."""
+    shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
+    target = plan.records / run.run_id
+    for name in ("metrics.json", "config.yaml"):
+        artifacts.write_text(target / name, (run.folder / name).read_text())
+    write_progress(run)
+
+
+def select(plan: Plan, run_ids: list[str]) -> list[LongRun]:
+    """The named runs, or every unfinished run of the most urgent unfinished priority."""
+    if run_ids:
+        return [plan.get(run_id) for run_id in run_ids]
+    unfinished = [run for run in plan.runs if run.state != "complete"]
+    if not unfinished:
+        return []
+    first = min(run.priority for run in unfinished)
+    return [run for run in unfinished if run.priority == first]
+
+
+def continue_runs(plan: Plan, run_ids: list[str] = (), *, stop_after=None,
+                  data_root: Optional[str | Path] = None, device: str = "auto") -> list[dict]:
+    """Train the selected runs one after another until each completes or the budget (for
+    the whole command) runs out.  Returns each run's summary after its segment."""
+    from .training import TrainingStopped, run as train_run
+
+    budget = parse_duration(stop_after, "--stop-after")
+    deadline = None if budget is None else time.monotonic() + budget
+    root = Path(data_root) if data_root else plan.data_root
+    summaries = []
+    for run in select(plan, list(run_ids)):
+        if run.state == "complete":
+            _finish(plan, run)  # idempotent: the record is where it belongs
+            summaries.append(progress_summary(run))
+            continue
+        if (run.folder / "config.yaml").is_file():
+            started = load_config(str(run.folder / "config.yaml"))
+            _check_unchanged(plan, run, started)
+        else:
+            started = planned_config(plan, run, root)
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            if summaries:
+                break
+            left = 1e-9  # the first run always trains at least one step
+        config = _execution_settings(started, data_root=root, stop_after=left, device=device)
+        try:
+            train_run(config, run.folder)
+        except TrainingStopped as stopped:
+            write_progress(run)
+            summaries.append(progress_summary(run))
+            if stopped.reason.startswith("signal"):
+                raise
+            continue
+        _finish(plan, run)
+        summaries.append(progress_summary(run))
+    return summaries

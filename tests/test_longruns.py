@@ -1,0 +1,148 @@
+"""The published-schedule runs kept in the repository (results/longruns/): the plan matches
+the paper profile, runs continue across segments and machines (other data paths), finish
+into the paper profile's records, and refuse a changed method or other data."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from ir2net.cli import main
+from ir2net.config import ConfigError, load_config
+from ir2net.experiments import build_runs
+from ir2net.longruns import continue_runs, load_plan
+from ir2net.training import TrainingError, TrainingStopped, run
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEED_ONLY = {"model.binary_dtype"}  # a plan-wide speed setting, not what makes a run that run
+
+
+def paper_profile_runs():
+    config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    config["imagenet"].update(data_root="imagenet", image_size=224, resize_size=256)
+    return build_runs(config)
+
+
+def test_the_plan_holds_the_paper_profiles_runs_with_their_settings():
+    plan = load_plan(ROOT / "results" / "longruns")
+    runs = paper_profile_runs()
+    assert [run.run_id for run in plan.runs if run.priority == 1] == [
+        "cifar10-resnet20_bireal-bin-norec-nores-s0", "cifar10-resnet20_bireal-bin-cirec-lam0.15-s0"]
+    for planned in plan.runs:
+        spec = runs[planned.run_id]
+        assert spec.recipe == planned.recipe
+        identity = {k: v for k, v in spec.overrides.items() if not k.startswith("data.")}
+        settings = {**plan.settings, **planned.settings}
+        assert {k: v for k, v in settings.items() if k not in SPEED_ONLY} == identity
+        for table, row in planned.rows.items():
+            assert (table, row) in spec.roles
+        config = load_config(planned.recipe, [*planned.overrides(plan.settings), "data.root=x"])
+        assert config["train"]["epochs"] == 500 and config["train"]["batch_size"] == 128
+        assert config["train"]["lr"] == 0.11 and config["data"]["train_subset"] is None
+        assert config["ires"]["variant"] == "authors"
+        assert config["train"]["mixed_precision"] == "none"
+
+
+def write_plan(folder: Path, **changes) -> Path:
+    settings = {"data.dataset": "synthetic", "data.synthetic.train_size": 64,
+                "data.synthetic.test_size": 32, "data.synthetic.image_size": 16,
+                "train.epochs": 3, "train.batch_size": 16, "train.checkpoint_every_steps": 2,
+                "eval.batch_size": 32}
+    plan = {"records": "records", "data_root": "unused", "settings": settings,
+            "runs": [{"id": "ir2net", "priority": 1, "rows": {"table1": "IRes+CIRec"},
+                      "recipe": "cifar10_resnet20_bireal", "settings": {"ires.lam": 0.15}},
+                     {"id": "later", "priority": 2, "rows": {"table1": "FP"},
+                      "recipe": "cifar10_resnet20_bireal",
+                      "settings": {"model.precision": "fp"}}]}
+    plan["runs"][0]["settings"].update(changes)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    return folder
+
+
+def test_continue_trains_in_segments_and_finishes_into_the_records(tmp_path, capsys):
+    folder = write_plan(tmp_path / "longruns")
+    plan = load_plan(folder)
+    summaries = continue_runs(plan, stop_after="0.000001s")  # the budget is spent: one step, then stop
+    assert [s["run"] for s in summaries] == ["ir2net"]  # priority 2 waits for priority 1
+    assert summaries[0]["state"] == "training"
+    progress = json.loads((folder / "ir2net" / "progress.json").read_text())
+    assert progress["segments"][0]["ended_by"].startswith("stopped by its time budget")
+    assert main(["longrun", "status", "--folder", str(folder)]) == 0
+    assert "ir2net: training, epoch 0 of 3, 1 segment(s)" in capsys.readouterr().out
+
+    assert main(["longrun", "continue", "--folder", str(folder)]) == 0
+    run_folder = folder / "ir2net"
+    assert not (run_folder / "checkpoint").exists()
+    assert (run_folder / "model.pt").is_file()
+    metrics = json.loads((run_folder / "metrics.json").read_text())
+    assert [s["ended_by"] for s in metrics["segments"]][-1] == "complete"
+    assert len(metrics["segments"]) == 2 and metrics["epochs_completed"] == 3
+    assert all("ires_removed" in record for record in metrics["history"])
+    record = folder / "records" / "ir2net"
+    assert json.loads((record / "metrics.json").read_text()) == metrics
+    assert (record / "config.yaml").is_file() and not (record / "model.pt").exists()
+    assert json.loads((run_folder / "progress.json").read_text())["state"] == "complete"
+
+    # the same run, trained without interruption, ends identical
+    whole = run(load_config(str(run_folder / "config.yaml")), tmp_path / "whole")
+    assert whole["history"] == metrics["history"] and whole["best"] == metrics["best"]
+    # now priority 2 is the most urgent
+    assert [s["run"] for s in continue_runs(load_plan(folder), stop_after="0.000001s")] == ["later"]
+
+
+def test_a_started_run_refuses_a_changed_plan(tmp_path):
+    folder = write_plan(tmp_path / "longruns")
+    assert continue_runs(load_plan(folder), ["ir2net"], stop_after="0.000001s")[0]["state"] == \
+        "training"
+    before = (folder / "ir2net" / "config.yaml").read_text()
+    write_plan(folder, **{"ires.lam": 0.3})
+    with pytest.raises(ConfigError, match="never changes"):
+        continue_runs(load_plan(folder), ["ir2net"])
+    assert (folder / "ir2net" / "config.yaml").read_text() == before
+
+
+def image_folder(root: Path, seed: int) -> Path:
+    gen = torch.Generator().manual_seed(seed)
+    for split, count in (("train", 8), ("test", 4)):
+        for label in range(2):
+            target = root / split / f"class{label}"
+            target.mkdir(parents=True)
+            for index in range(count):
+                pixels = torch.randint(0, 256, (8, 8, 3), generator=gen, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(target / f"{index}.png")
+    return root
+
+
+def test_resuming_reads_the_data_from_any_path_but_refuses_other_data(tmp_path):
+    data = image_folder(tmp_path / "data", 0)
+    overrides = ["data.image_size=8", "train.batch_size=4", "train.epochs=2",
+                 "eval.batch_size=8", "progress=false", f"data.cache_dir={tmp_path / 'cache'}",
+                 "train.stop_after=0.000001s"]
+    with pytest.raises(TrainingStopped):
+        run(load_config("cifar10_resnet20_bireal", [f"data.root={data}", *overrides]),
+            tmp_path / "run")
+    moved = shutil.copytree(data, tmp_path / "elsewhere" / "data")
+    other = image_folder(tmp_path / "other", 1)
+    with pytest.raises(TrainingError, match="trained on other data"):
+        run(load_config("cifar10_resnet20_bireal", [f"data.root={other}", *overrides[:-1]]),
+            tmp_path / "run")
+    metrics = run(load_config("cifar10_resnet20_bireal", [f"data.root={moved}", *overrides[:-1]]),
+                  tmp_path / "run")
+    assert metrics["status"] == "complete" and len(metrics["segments"]) == 2
+
+
+def test_a_checkpoint_of_another_config_leaves_the_run_folder_as_it_was(tmp_path):
+    synthetic = ["data.dataset=synthetic", "data.synthetic.train_size=64",
+                 "data.synthetic.test_size=16", "data.synthetic.image_size=16",
+                 "train.batch_size=16", "eval.batch_size=16", "progress=false", "train.epochs=2"]
+    folder = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        run(load_config("cifar10_resnet20_bireal", synthetic + ["train.stop_after=0.000001s"]), folder)
+    before = (folder / "config.yaml").read_text()
+    with pytest.raises(TrainingError, match="different config"):
+        run(load_config("cifar10_resnet20_bireal", synthetic + ["train.lr=0.2"]), folder)
+    assert (folder / "config.yaml").read_text() == before
