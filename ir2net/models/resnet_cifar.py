@@ -1,12 +1,16 @@
 """CIFAR-10 ResNets: ResNet-20 in the Bi-Real and the IR-Net structure, and ResNet-18.
 
-Provenance: the authors' ``CIFAR-10/ResNet-20`` and ``CIFAR-10/ResNet-18`` models
-(see ``docs/divergences.md``).  The first conv and the classifier are real-valued
-(Sec. V-A2); Hardtanh is the nonlinearity on CIFAR-10.
+Provenance: ``resnet20_bireal`` and ``resnet18_cifar`` follow the authors' public
+``CIFAR-10/ResNet-20`` and ``CIFAR-10/ResNet-18`` models; ``resnet20_irnet`` is this
+project's own construction (see ``docs/divergences.md``).  The first conv and the
+classifier are real-valued (Sec. V-A2); Hardtanh is the nonlinearity on CIFAR-10.
 
 * ``resnet20_bireal`` -- Table I's backbone and the "*" rows of Table III: every
   binary 3x3 conv has its own shortcut (Bi-Real Net).
-* ``resnet20_irnet`` -- Table III's plain ResNet-20 rows: one shortcut per basic block.
+* ``resnet20_irnet`` -- Table III's plain ResNet-20 row: one shortcut per basic block,
+  as in IR-Net.  The authors published no such model; we build it from the Bi-Real
+  model's parts (stem, widths, option-A shortcut, Hardtanh, Kaiming init, recovery taps)
+  with IR-Net's basic block, so Table III's row compares the block structure only.
 * ``resnet18_cifar`` -- Table III's ResNet-18 rows: IR-Net-structure blocks with a
   real 1x1 conv + BN shortcut when the shape changes, as in the authors' model.
 """
@@ -119,7 +123,11 @@ def resnet20_bireal(num_classes: int = 10, precision: str = "binary", sign_zero:
 def resnet20_irnet(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
                    scaling: str = "none", recovery: Optional[RecoverySpec] = None,
                    taps: str = "authors") -> IR2NetClassifier:
-    """ResNet-20 with the IR-Net structure, one shortcut per basic block (Table III)."""
+    """ResNet-20 with the IR-Net structure, one shortcut per basic block (Table III).
+
+    The project's own construction, not the authors' code (they published none): the
+    Bi-Real ResNet-20 with :class:`IRNetBlock` in place of :class:`BiRealBlock`
+    (docs/divergences.md)."""
     return _cifar_resnet(IRNetBlock, [16, 32, 64], [3, 3, 3], num_classes,
                          binarization_from(precision, sign_zero, scaling), recovery, taps)
 

@@ -102,4 +102,15 @@ def table1_weights():
                    for table, row in spec.roles if table == "table1" and row in rows})
 
 
-TABLES = [f"{RESULTS}/tables/table{i}.{ext}" for i in range(1, 7) for ext in ("csv", "md", "tex")]
+LONGRUNS = config["longruns_dir"]
+TABLE_FILES = ([f"table{i}" for i in range(1, 7)]
+               + (["published"] if LONGRUNS and Path(LONGRUNS, "plan.yaml").is_file() else []))
+TABLES = [f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_FILES for ext in ("csv", "md", "tex")]
+
+
+def longrun_progress():
+    """The committed progress of the published-schedule runs (an input of the tables)."""
+    if "published" not in TABLE_FILES:
+        return []
+    return sorted(str(path) for path in Path(LONGRUNS).glob("*/progress.json")) + \
+        [f"{LONGRUNS}/plan.yaml"]

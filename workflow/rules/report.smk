@@ -1,6 +1,7 @@
 rule tables:
     input:
         all_metrics(),
+        longrun_progress(),
         workflow_config=f"{RUNS_DIR}/workflow-config.yaml",
     output:
         [report(path, caption="../report/tables.rst", category="Tables")
@@ -10,10 +11,11 @@ rule tables:
     params:
         records=lambda wildcards, input: os.path.dirname(input.workflow_config),
         out=lambda wildcards, output: os.path.dirname(output[0]),
+        longruns=f"--longruns {LONGRUNS}" if "published" in TABLE_FILES else "",
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "ir2net tables --records {params.records} --out {params.out} > {log} 2>&1"
+        "ir2net tables --records {params.records} --out {params.out} {params.longruns} > {log} 2>&1"
 
 
 rule figure7:
