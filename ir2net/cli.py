@@ -175,6 +175,28 @@ def _export(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .inference import score
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    result = score(args.target, config=args.config, data_root=args.data_root, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['weights']}: top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}% on "
+              f"{result['images']} test images ({result['device']})")
+    return 0
+
+
+def _export_model(args) -> int:
+    from .inference import export
+
+    print(export(args.target, args.out, args.format, config=args.config))
+    return 0
+
+
 def _longrun(args) -> int:
     from .longruns import continue_runs, load_plan, run_status
     from .training import RESUMABLE_EXIT, TrainingStopped
@@ -230,6 +252,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a checkpoint in --out written by another config: stop with an "
                             "error (default) or keep it aside and start again")
     train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a trained model on its test set")
+    evaluate.add_argument("target", help="a finished run folder, or a model.pt")
+    evaluate.add_argument("--config", help="the run's config.yaml (default: beside model.pt)")
+    evaluate.add_argument("--data-root", "--data", dest="data_root",
+                          help="the dataset on this machine (default: the run's data.root)")
+    evaluate.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                          help="default: cpu (deterministic)")
+    evaluate.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=_evaluate)
+
+    export_model = sub.add_parser("export", help="export a trained model for inference")
+    export_model.add_argument("target", help="a finished run folder, or a model.pt")
+    export_model.add_argument("--format", default="torch-export", choices=("torch-export", "onnx"),
+                              help="torch-export (.pt2, torch.export.load) or onnx (needs the "
+                                   "onnx and onnxscript packages); default: %(default)s")
+    export_model.add_argument("--out", required=True, help="file to write")
+    export_model.add_argument("--config", help="the run's config.yaml (default: beside model.pt)")
+    export_model.set_defaults(func=_export_model)
 
     longrun = sub.add_parser("longrun", help="the published-schedule runs kept in the "
                                              "repository (results/longruns/): status, continue")

@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = ["DatasetError", "ImageTensors", "IMAGENET_MEAN", "IMAGENET_STD", "load_small_split",
            "synthetic_split", "TensorBatches", "Lighting", "build_imagefolder_loader",
-           "check_image_folder", "balanced_subset", "DataBundle", "build_data"]
+           "check_image_folder", "balanced_subset", "DataBundle", "build_data", "build_test_data"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the authors normalise CIFAR-10 with these too
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -543,6 +543,20 @@ def build_data(config: dict, device: torch.device) -> DataBundle:
     description.update(train_images=train.num_images, test_images=test.num_images,
                        num_classes=len(classes))
     return DataBundle(train, test, len(classes), description)
+
+
+def build_test_data(config: dict, device: torch.device):
+    """Only the test pipeline of a config (scoring a trained model): ``(batches, classes)``."""
+    data_cfg = config["data"]
+    batch_size, channels_last = config["eval"]["batch_size"], config["train"]["channels_last"]
+    if data_cfg["dataset"] == "imagenet":
+        test = _EpochSeededLoader(build_imagefolder_loader(
+            data_cfg, "test", batch_size, train=False, seed=config["seed"]),
+            config["seed"], device, channels_last)
+        return test, test.loader.dataset.classes
+    split = balanced_subset(load_small_split(data_cfg, "test"), data_cfg["test_subset"])
+    return (TensorBatches(split, batch_size, device, train=False, channels_last=channels_last),
+            split.classes)
 
 
 def build_standin(data_cfg: dict, out_dir: str | Path, *, classes: int, train_per_class: int,

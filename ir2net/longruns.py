@@ -10,6 +10,7 @@ folder under ``results/longruns/`` is committed between segments::
     results/longruns/<run>/progress.json where it is: epochs, top-1 so far, every segment
     results/longruns/<run>/model.pt      final weights, once complete (the checkpoint goes)
     results/longruns/<run>/metrics.json  the finished run's record
+    results/longruns/<run>/cpu_evaluation.json  its weights re-scored on the CPU (CI checks it)
 
 ``ir2net longrun continue`` trains every unfinished run of the most urgent priority
 until it completes or the time budget runs out; a completed run's record is copied into
@@ -193,9 +194,20 @@ def _check_unchanged(plan: Plan, run: LongRun, started: dict) -> None:
             "edit, or plan the changed method as a new run with a new id")
 
 
-def _finish(plan: Plan, run: LongRun) -> None:
+CPU_CHECK = "cpu_evaluation.json"
+
+
+def _finish(plan: Plan, run: LongRun, data_root: Path) -> None:
     """A completed run keeps its final weights and record; its checkpoint goes, and the
-    record joins the paper profile's records."""
+    record joins the paper profile's records.  Its weights are scored once more on the CPU
+    (``cpu_evaluation.json``): the figure CI re-scores the committed weights against,
+    exactly, wherever the run itself was evaluated (a GPU's kernels round differently)."""
+    from .inference import score
+
+    if not (run.folder / CPU_CHECK).is_file():
+        result = score(run.folder, data_root=data_root, device="cpu")
+        artifacts.write_json(run.folder / CPU_CHECK, {
+            key: result[key] for key in ("top1", "top5", "loss", "images", "device")})
     shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
     target = plan.records / run.run_id
     for name in ("metrics.json", "config.yaml"):
@@ -226,7 +238,7 @@ def continue_runs(plan: Plan, run_ids: list[str] = (), *, stop_after=None,
     summaries = []
     for run in select(plan, list(run_ids)):
         if run.state == "complete":
-            _finish(plan, run)  # idempotent: the record is where it belongs
+            _finish(plan, run, root)  # idempotent: the record is where it belongs
             summaries.append(progress_summary(run))
             continue
         if (run.folder / "config.yaml").is_file():
@@ -248,6 +260,6 @@ def continue_runs(plan: Plan, run_ids: list[str] = (), *, stop_after=None,
             if stopped.reason.startswith("signal"):
                 raise
             continue
-        _finish(plan, run)
+        _finish(plan, run, root)
         summaries.append(progress_summary(run))
     return summaries

@@ -86,6 +86,8 @@ def test_continue_trains_in_segments_and_finishes_into_the_records(tmp_path, cap
     assert json.loads((record / "metrics.json").read_text()) == metrics
     assert (record / "config.yaml").is_file() and not (record / "model.pt").exists()
     assert json.loads((run_folder / "progress.json").read_text())["state"] == "complete"
+    cpu_check = json.loads((run_folder / "cpu_evaluation.json").read_text())
+    assert cpu_check["top1"] == metrics["final"]["top1"] and cpu_check["device"] == "cpu"
 
     # the same run, trained without interruption, ends identical
     whole = run(load_config(str(run_folder / "config.yaml")), tmp_path / "whole")

@@ -1,0 +1,124 @@
+"""Using a trained model: load it from its run folder, score it on the test set, export it.
+
+A run folder written by ``ir2net train`` holds ``config.yaml`` and ``model.pt``; that is
+all scoring needs.  A bare ``model.pt`` needs its config beside it or named explicitly.
+Scoring runs the test pipeline of the run's own config (the same normalisation, the same
+test images, the same precision switches) and is deterministic on the CPU.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import artifacts
+from .config import ConfigError, load_config
+
+__all__ = ["TrainedModel", "load_trained", "score", "export", "EXPORT_FORMATS"]
+
+EXPORT_FORMATS = ("torch-export", "onnx")
+
+
+class TrainedModel:
+    def __init__(self, model: nn.Module, config: dict, weights: Path):
+        self.model, self.config, self.weights = model, config, weights
+
+
+def _resolve(target: str | Path, config: Optional[str | Path]) -> tuple[Path, Path]:
+    target = Path(target)
+    weights = target / "model.pt" if target.is_dir() else target
+    if not weights.is_file():
+        raise artifacts.ArtifactError(
+            f"{weights} does not exist; give a finished run folder (with model.pt) or a model.pt")
+    config_path = Path(config) if config else weights.parent / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(f"no config for {weights}: {config_path} does not exist; pass --config "
+                          "with the config.yaml of the run that trained it")
+    return weights, config_path
+
+
+def load_trained(target: str | Path, *, config: Optional[str | Path] = None,
+                 overrides: tuple[str, ...] = (), device: str = "cpu") -> TrainedModel:
+    """The model of a run folder (or a ``model.pt`` and its config), in eval mode."""
+    from .training import build_model
+
+    weights, config_path = _resolve(target, config)
+    run_config = load_config(str(config_path), overrides)
+    run_config["device"] = device
+    run_config["train"]["channels_last"] = False  # contiguous: the reference layout
+    num_classes = _num_classes(run_config)
+    model = build_model(run_config, num_classes)
+    try:
+        model.load_state_dict(artifacts.load_state_dict(weights))
+    except RuntimeError as error:
+        raise artifacts.ArtifactError(f"{weights} does not fit the model its config "
+                                      f"{config_path} describes: {error}") from error
+    return TrainedModel(model.to(device).eval(), run_config, weights)
+
+
+def _num_classes(config: dict) -> int:
+    data = config["data"]
+    if data["dataset"] == "synthetic":
+        return data["synthetic"]["num_classes"]
+    if data["dataset"] == "cifar10":
+        return 10
+    from .data import check_image_folder
+    return len(check_image_folder(Path(data["root"]).expanduser()))
+
+
+def score(target: str | Path, *, config: Optional[str | Path] = None,
+          data_root: Optional[str | Path] = None, device: str = "cpu") -> dict:
+    """Top-1, top-5, loss and the number of images scored on the run's test set."""
+    from .data import build_test_data
+    from .training import evaluate, resolve_device
+
+    overrides = (f"data.root={data_root}",) if data_root else ()
+    trained = load_trained(target, config=config, overrides=overrides, device=device)
+    batches, _ = build_test_data(trained.config, resolve_device(device))
+    result = evaluate(trained.model, batches, trained.config["train"]["mixed_precision"])
+    return {**result, "weights": str(trained.weights), "device": device,
+            "torch_threads": torch.get_num_threads()}
+
+
+def export(target: str | Path, out: str | Path, fmt: str = "torch-export", *,
+           config: Optional[str | Path] = None) -> Path:
+    """Write the trained model for inference: ``torch-export`` (a ``torch.export`` program,
+    ``.pt2``, loaded with ``torch.export.load``) or ``onnx`` (needs the onnx and onnxscript
+    packages).  Inference only: the IRes second pass exists only in training."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose {', '.join(EXPORT_FORMATS)}")
+    trained = load_trained(target, config=config)
+    model = copy.deepcopy(trained.model)
+    size = trained.config["data"]["image_size"]
+    if trained.config["data"]["dataset"] == "synthetic":
+        size = trained.config["data"]["synthetic"]["image_size"]
+    example = torch.randn(2, 3, size, size)  # not 1: a size-1 dimension is specialised
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        if fmt == "torch-export":
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            artifacts.atomic_write(out, lambda handle: torch.export.save(program, handle),
+                                   mode="wb")
+            return out
+        try:
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError as error:
+            raise ConfigError(f"ONNX export needs the onnx and onnxscript packages ({error}); "
+                              "`pip install onnx onnxscript`, or use --format torch-export") \
+                from error
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            torch.onnx.export(model, (example,), str(tmp), dynamo=True,
+                              dynamic_shapes=({0: batch},), input_names=["images"],
+                              output_names=["logits"])
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,90 @@
+"""Scoring and exporting trained models: `ir2net evaluate` gives the run's own test score,
+`ir2net export` writes a program whose logits are the model's; the committed weights of
+finished published-schedule runs score exactly what was recorded."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ir2net.cli import main
+from ir2net.config import load_config
+from ir2net.inference import load_trained, score
+from ir2net.training import run
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+SYNTH = ["data.dataset=synthetic", "data.synthetic.train_size=64", "data.synthetic.test_size=40",
+         "data.synthetic.image_size=16", "train.batch_size=16", "eval.batch_size=16",
+         "train.epochs=2", "progress=false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    metrics = run(load_config("cifar10_resnet20_bireal", SYNTH), folder)
+    return folder, metrics
+
+
+def test_evaluate_gives_the_recorded_final_score(trained, capsys):
+    folder, metrics = trained
+    assert main(["evaluate", str(folder), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("top1", "top5", "images"):
+        assert result[key] == metrics["final"][key]
+    # a bare model.pt with its config named
+    again = score(folder / "model.pt", config=folder / "config.yaml")
+    assert again["top1"] == metrics["final"]["top1"]
+
+
+def test_evaluate_without_a_config_says_what_to_pass(trained, tmp_path, capsys):
+    folder, _ = trained
+    lonely = tmp_path / "model.pt"
+    lonely.write_bytes((folder / "model.pt").read_bytes())
+    assert main(["evaluate", str(lonely)]) == 2
+    assert "pass --config" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_torch_export_round_trip_gives_the_models_logits(trained, tmp_path):
+    folder, _ = trained
+    out = tmp_path / "model.pt2"
+    assert main(["export", str(folder), "--out", str(out)]) == 0
+    program = torch.export.load(str(out))
+    model = load_trained(folder).model
+    images = torch.randn(5, 3, 16, 16)  # another batch size than the export's example
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(images), model(images), rtol=0, atol=1e-5)
+
+
+def test_onnx_export_works_or_names_the_missing_packages(trained, tmp_path, capsys):
+    folder, _ = trained
+    out = tmp_path / "model.onnx"
+    status = main(["export", str(folder), "--format", "onnx", "--out", str(out)])
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        assert status == 2 and "pip install onnx onnxscript" in capsys.readouterr().err
+        assert not out.exists()
+        return
+    assert status == 0 and out.stat().st_size > 0
+
+
+def finished_longruns():
+    return sorted(path.parent for path in (ROOT / "results" / "longruns").glob("*/metrics.json"))
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason="needs ../shared/data/cifar10-jpeg.tar.gz")
+@pytest.mark.parametrize("folder", finished_longruns() or [None],
+                         ids=lambda folder: folder.name if folder else "none-finished-yet")
+def test_committed_weights_score_what_was_recorded(folder):
+    if folder is None:
+        pytest.skip("no published-schedule run has finished yet (results/longruns)")
+    recorded = json.loads((folder / "cpu_evaluation.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    result = score(folder, data_root=SHARED_CIFAR, device="cpu")
+    assert result["images"] == recorded["images"] == 10_000
+    assert result["top1"] == recorded["top1"] and result["top5"] == recorded["top5"]
+    assert abs(result["top1"] - metrics["final"]["top1"]) <= 0.1  # the training device's score
