@@ -50,8 +50,6 @@ class BenchmarkError(RuntimeError):
 class AuthorsStyleApproxSign(nn.Module):
     """ApproxSign as the authors wrote it: three float masks and the detach trick."""
 
-    precision = 1
-
     def forward(self, x):
         out_forward = torch.sign(x)
         mask1 = x < -1
@@ -64,8 +62,6 @@ class AuthorsStyleApproxSign(nn.Module):
 
 
 class AuthorsStyleWeightSign(nn.Module):
-    precision = 1
-
     def forward(self, w):
         clipped = torch.clamp(w, -1.0, 1.0)
         return torch.sign(w).detach() - clipped.detach() + clipped

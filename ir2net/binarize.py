@@ -145,8 +145,6 @@ class _ApproxSignSTE(torch.autograd.Function):
 class WeightSign(nn.Module):
     """Weight quantizer: ``sign(w)`` forward, STE of ``clamp(w, -1, 1)`` backward."""
 
-    precision = 1
-
     def __init__(self, sign_zero: str = "plus_one"):
         super().__init__()
         _check_choice(sign_zero, SIGN_ZERO_MODES, "sign_zero mode")
@@ -161,8 +159,6 @@ class WeightSign(nn.Module):
 
 class ApproxSign(nn.Module):
     """Activation quantizer: ``sign(a)`` forward, Bi-Real ``max(0, 2 - 2|a|)`` backward."""
-
-    precision = 1
 
     def __init__(self, sign_zero: str = "plus_one"):
         super().__init__()

@@ -29,20 +29,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from importlib import resources
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from .binarize import BinaryConv2d, BinaryLinear
-from .models import create_model
-from .recovery import CIRec, IRec, InformationRecovery, RECOVERY_PRESETS, recovery_preset
+from .models import create_model, model_info
+from .recovery import InformationRecovery, RECOVERY_PRESETS, recovery_preset
 
 __all__ = ["Convention", "CONVENTIONS", "LayerCount", "ComplexityReport", "count_complexity",
-           "build_variant", "q_scale", "q_cirec_eq18", "q_cirec_built", "table2_rows",
-           "table5_rows", "table6_rows", "paper_values", "default_input_size", "VARIANTS"]
+           "build_variant", "q_scale", "q_cirec_eq18", "q_cirec_built", "recovery_geometry",
+           "VARIANTS"]
 
 
 @dataclass(frozen=True)
@@ -129,17 +127,23 @@ class ComplexityReport:
         return pd.DataFrame([asdict(layer) for layer in self.layers])
 
 
-def _macs(hook, module: nn.Module, inputs, output) -> int:
-    """Run one of ptflops' counting hooks on a module and return what it counted."""
-    saved = getattr(module, "__flops__", None)
-    module.__flops__ = 0
-    hook(module, inputs, output)
-    count = module.__flops__
-    if saved is None:
-        del module.__flops__
-    else:
-        module.__flops__ = saved
-    return int(count)
+def _conv_macs(module: nn.Conv2d, output: torch.Tensor) -> int:
+    """Multiply-accumulates of a convolution (ptflops' rule: one per kernel tap and output
+    element, plus the bias)."""
+    per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+    return output.numel() * per_output + (output.numel() if module.bias is not None else 0)
+
+
+def _linear_macs(module: nn.Linear, inputs, output: torch.Tensor) -> int:
+    """Multiply-accumulates of a linear layer (ptflops' rule)."""
+    return inputs[0].numel() * output.shape[-1] + (output.shape[-1] if module.bias is not None
+                                                   else 0)
+
+
+#: The leaf layers counted through ptflops' custom hooks (it matches types exactly).
+_LEAF_TYPES = (BinaryConv2d, nn.Conv2d, BinaryLinear, nn.Linear, nn.BatchNorm1d,
+               nn.BatchNorm2d, nn.PReLU, nn.Hardtanh, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d,
+               nn.AdaptiveAvgPool2d)
 
 
 def _residual_additions(module: nn.Module) -> int:
@@ -167,67 +171,93 @@ def _forward_once(model: nn.Module, input_size: Sequence[int], hooks) -> None:
     was_training = model.training
     try:
         model.eval()
-        parameter = next(model.parameters())
-        model(torch.zeros(1, *input_size, dtype=parameter.dtype, device=parameter.device))
+        model(_zero_image(model, input_size))
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
 
 
+def _zero_image(model: nn.Module, input_size: Sequence[int]) -> torch.Tensor:
+    parameter = next(model.parameters())
+    return torch.zeros(1, *input_size, dtype=parameter.dtype, device=parameter.device)
+
+
 @torch.no_grad()
 def count_complexity(model: nn.Module, input_size: Sequence[int] = (3, 224, 224),
                      convention="ir2net_table6", name: str = "") -> ComplexityReport:
-    """Per-layer BOPs/FLOPs/params/bits of one forward pass of a single image."""
-    from ptflops.pytorch_ops import conv_flops_counter_hook, linear_flops_counter_hook
+    """Per-layer BOPs/FLOPs/params/bits of one forward pass of a single image.
+
+    The pass runs through ptflops' public API (``get_model_complexity_info``) with custom
+    hooks for every counted layer type: binary convolutions and linears count BOPs and no
+    FLOPs, real ones their MACs, and the element-wise layers what ``convention`` weighs
+    them.  ptflops sums only leaf layers that way (it does not descend into a counted
+    container), so the two container costs -- residual additions of a block and the
+    recovery module's tap alignment -- are counted by plain forward hooks in the same pass.
+    ptflops' total of the leaf layers is checked against the per-layer rows."""
+    from ptflops import get_model_complexity_info
 
     convention = _convention(convention)
     report = ComplexityReport(name or type(model).__name__, tuple(input_size), convention.name)
     rows: list[LayerCount] = []
+    names = {id(module): module_name for module_name, module in model.named_modules()}
 
-    def record(module_name, module, kind, output, bops=0, flops=0.0, type_name=None,
+    def record(module, kind, output, bops=0, flops=0.0, type_name=None, suffix="",
                with_params=True):
         params, bits = _own_params(module) if with_params else (0, 0)
         shape = "x".join(str(d) for d in output.shape[1:]) if torch.is_tensor(output) else ""
-        rows.append(LayerCount(module_name, type_name or type(module).__name__, kind, shape,
-                               int(bops), float(flops), params, bits))
+        rows.append(LayerCount(names[id(module)] + suffix, type_name or type(module).__name__,
+                               kind, shape, int(bops), float(flops), params, bits))
 
-    def hook_for(module_name):
-        def hook(module, inputs, output):
-            if isinstance(module, (BinaryConv2d, nn.Conv2d)):
-                macs = _macs(conv_flops_counter_hook, module, inputs, output)
-                binary = isinstance(module, BinaryConv2d) and module.is_binary
-                record(module_name, module, "binary" if binary else "real", output,
-                       bops=macs if binary else 0, flops=0 if binary else macs)
-            elif isinstance(module, (BinaryLinear, nn.Linear)):
-                macs = _macs(linear_flops_counter_hook, module, inputs, output)
-                binary = isinstance(module, BinaryLinear) and module.is_binary
-                record(module_name, module, "binary" if binary else "real", output,
-                       bops=macs if binary else 0, flops=0 if binary else macs)
-            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                record(module_name, module, "real", output,
-                       flops=convention.batchnorm * output.numel())
+    def leaf(module, inputs, output):
+        """A ptflops custom hook: record the row, add its real FLOPs to ptflops' count."""
+        flops, bops = 0.0, 0
+        if isinstance(module, (BinaryConv2d, nn.Conv2d, BinaryLinear, nn.Linear)):
+            macs = (_conv_macs(module, output) if isinstance(module, nn.Conv2d)
+                    else _linear_macs(module, inputs, output))
+            binary = isinstance(module, (BinaryConv2d, BinaryLinear)) and module.is_binary
+            bops, flops = (macs, 0.0) if binary else (0, float(macs))
+            record(module, "binary" if binary else "real", output, bops=bops, flops=flops)
+        else:
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                flops = convention.batchnorm * output.numel()
             elif isinstance(module, (nn.PReLU, nn.Hardtanh, nn.ReLU)):
-                record(module_name, module, "real", output,
-                       flops=convention.activation * output.numel())
-            elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-                record(module_name, module, "real", output,
-                       flops=convention.pooling * inputs[0].numel())
-            elif isinstance(module, InformationRecovery):
-                taps, last = inputs
-                pooled = sum(t.numel() for t in taps if t.shape[-2:] != last.shape[-2:])
-                record(f"{module_name}.taps", module, "real", output,
-                       flops=convention.tap_alignment * pooled, type_name="tap alignment",
-                       with_params=False)
-            additions = _residual_additions(module)
-            if additions:
-                record(f"{module_name}.add", module, "real", output,
-                       flops=convention.residual_add * additions * output.numel(),
-                       type_name="residual add", with_params=False)
-        return hook
+                flops = convention.activation * output.numel()
+            else:  # pooling
+                flops = convention.pooling * inputs[0].numel()
+            record(module, "real", output, flops=flops)
+        module.__flops__ += flops
 
-    _forward_once(model, input_size, [(module, hook_for(module_name))
-                                      for module_name, module in model.named_modules()])
+    def container(module, inputs, output):
+        if isinstance(module, InformationRecovery):
+            taps, last = inputs
+            pooled = sum(t.numel() for t in taps if t.shape[-2:] != last.shape[-2:])
+            record(module, "real", output, flops=convention.tap_alignment * pooled,
+                   type_name="tap alignment", suffix=".taps", with_params=False)
+        additions = _residual_additions(module)
+        if additions:
+            record(module, "real", output, flops=convention.residual_add * additions *
+                   output.numel(), type_name="residual add", suffix=".add", with_params=False)
+
+    handles = [module.register_forward_hook(container) for module in model.modules()
+               if isinstance(module, InformationRecovery) or _residual_additions(module)]
+    was_training = model.training
+    try:
+        leaf_flops, _ = get_model_complexity_info(
+            model, tuple(input_size), as_strings=False, print_per_layer_stat=False,
+            input_constructor=lambda size: _zero_image(model, size),
+            custom_modules_hooks={layer_type: leaf for layer_type in _LEAF_TYPES},
+            backend="pytorch", backend_specific_config={"count_functional": False})
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if leaf_flops is None:
+        raise RuntimeError(f"ptflops could not count {report.model} (its message is above)")
+    counted_leaves = sum(row.flops for row in rows if row.type not in
+                         ("tap alignment", "residual add"))
+    if abs(leaf_flops - counted_leaves) > 1:
+        raise RuntimeError(f"ptflops counted {leaf_flops} leaf FLOPs, the layers {counted_leaves}")
     counted = {row.name for row in rows}
     for module_name, module in model.named_modules():  # parameters of layers with no count
         params, bits = _own_params(module)
@@ -242,25 +272,22 @@ def count_complexity(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)
 VARIANTS = ("baseline", "fp", *RECOVERY_PRESETS)
 
 
-def default_input_size(model_name: str) -> tuple:
-    return (3, 224, 224) if "imagenet" in model_name or model_name == "resnet34_teacher" \
-        else (3, 32, 32)
-
-
 def build_variant(model_name: str, variant: str = "baseline", taps: str = "authors",
                   num_classes: Optional[int] = None) -> nn.Module:
     """``baseline``: binary, no recovery; ``fp``: full precision; a preset name: IR²Net."""
+    info = model_info(model_name)
     kwargs = {"num_classes": num_classes}
-    if model_name == "resnet34_teacher":
+    if not info.binary:  # the teacher: one variant only
         return create_model(model_name, **kwargs)
     if variant == "fp":
         return create_model(model_name, precision="fp", **kwargs)
     if variant == "baseline":
         return create_model(model_name, **kwargs)
-    return create_model(model_name, recovery=recovery_preset(variant).spec, taps=taps, **kwargs)
+    if info.tap_styles:
+        kwargs["taps"] = taps
+    return create_model(model_name, recovery=recovery_preset(variant).spec, **kwargs)
 
 
-# ----------------------------------------------------------------------------- Eq. 17 / 18
 def q_scale(model: nn.Module, input_size: Sequence[int]) -> int:
     """Eq. 17: sum of C_i * H_i * W_i over the outputs of the binary layers (layers 2 ..
     l_N - 1; the real first and last layers are excluded)."""
@@ -296,7 +323,7 @@ def q_cirec_built(model: nn.Module, input_size: Sequence[int]) -> int:
                    if layer.name.startswith("recovery.") and layer.type == "Conv2d"))
 
 
-def _recovery_geometry(model: nn.Module, input_size) -> tuple[int, int, int, int]:
+def recovery_geometry(model: nn.Module, input_size) -> tuple[int, int, int, int]:
     found = {}
 
     def hook(module, inputs, output):
@@ -306,67 +333,3 @@ def _recovery_geometry(model: nn.Module, input_size) -> tuple[int, int, int, int
 
     _forward_once(model, input_size, [(model.recovery, hook)])
     return found["c_in"], found["c_n"], found["h"], found["w"]
-
-
-def table2_rows(taps: str = "authors") -> list[dict]:
-    """Table II: r, g and the Eq. 17 / Eq. 18 costs for each CIFAR-10 preset."""
-    rows = []
-    for preset in RECOVERY_PRESETS.values():
-        if preset.table != "II":
-            continue
-        size = default_input_size(preset.backbone)
-        model = build_variant(preset.backbone, preset.name, taps=taps)
-        c_in, c_n, h, w = _recovery_geometry(model, size)
-        scale = q_scale(build_variant(preset.backbone, "baseline"), size)
-        eq18 = q_cirec_eq18(c_in, c_n, h, w, preset.spec.r, preset.spec.g)
-        rows.append({"backbone": preset.row, "model": preset.backbone, "r": preset.spec.r,
-                     "g": preset.spec.g, "taps": taps, "c_in": c_in, "c_n": c_n,
-                     "h_n": h, "w_n": w, "q_scale": scale, "q_cirec_eq18": eq18,
-                     "q_cirec_built": q_cirec_built(model, size),
-                     "eq18_within_q_scale": eq18 <= scale})
-    return rows
-
-
-def table5_rows() -> list[dict]:
-    """Table V: the ImageNet variants' r and g, from the presets."""
-    return [{"method": p.row, "r": p.spec.r, "g": "-" if p.spec.r == 1 else p.spec.g,
-             "preset": p.name} for p in RECOVERY_PRESETS.values() if p.table == "V"]
-
-
-# ----------------------------------------------------------------------------- Table VI
-@lru_cache(maxsize=1)
-def paper_values() -> dict:
-    from .config import read_yaml_text
-    return read_yaml_text(resources.files("ir2net").joinpath("paper_values.yaml").read_text())
-
-
-_TABLE6_COMPUTED = {
-    "IR²Net-A": ("resnet18_bireal_imagenet", "table5_ir2net_a"),
-    "IR²Net-B": ("resnet18_bireal_imagenet", "table5_ir2net_b"),
-    "IR²Net-C": ("resnet18_bireal_imagenet", "table5_ir2net_c"),
-    "IR²Net-D": ("resnet18_bireal_imagenet", "table5_ir2net_d"),
-    "Bi-Real Net": ("resnet18_bireal_imagenet", "baseline"),
-    "FP": ("resnet18_bireal_imagenet", "fp"),
-}
-
-
-def table6_rows(convention="ir2net_table6") -> list[dict]:
-    """Table VI in the paper's row order: computed rows for IR²Net-A..D, the Bi-Real
-    baseline and the FP ResNet-18; the other methods quoted from the paper."""
-    convention = _convention(convention)
-    rows = []
-    for paper_row in paper_values()["table6"]:
-        method = paper_row["method"]
-        row = {"method": method, "source": "quoted" if paper_row.get("quoted") else "computed",
-               "bops": None, "flops": None, "ops": None,
-               "paper_bops": paper_row["bops"], "paper_flops": paper_row["flops"],
-               "paper_ops": paper_row["ops"], "convention": convention.name}
-        if method in _TABLE6_COMPUTED:
-            model_name, variant = _TABLE6_COMPUTED[method]
-            report = count_complexity(build_variant(model_name, variant), (3, 224, 224),
-                                      convention, name=f"{model_name}/{variant}")
-            row.update(bops=report.bops, flops=report.flops, ops=report.ops)
-        else:
-            row.update(bops=paper_row["bops"], flops=paper_row["flops"], ops=paper_row["ops"])
-        rows.append(row)
-    return rows

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ir2net.bench import (AuthorsStyleApproxSign, BenchmarkError, ReferenceStep,
-                          authors_style_model, check_equivalence, run_benchmark)
+                          authors_style_model, check_equivalence)
 from ir2net.binarize import ApproxSign
 from ir2net.cli import main
 from ir2net.models import create_model

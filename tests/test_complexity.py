@@ -1,15 +1,14 @@
 """Complexity accounting: closed forms, Table VI, Eq. 17 / 18 (Table II)."""
 import json
 
-import pytest
-import torch
 from ptflops import get_model_complexity_info
 from torch import nn
 
 from ir2net.binarize import ApproxSign, BinaryConv2d, BinaryLinear, WeightSign
 from ir2net.cli import main
 from ir2net.complexity import (Convention, count_complexity, build_variant, q_cirec_built,
-                               q_cirec_eq18, q_scale, table2_rows, table5_rows, table6_rows)
+                               q_cirec_eq18, q_scale)
+from ir2net.reporting.complexity_tables import table2_rows, table5_rows, table6_rows
 
 
 def binary_conv(*args, **kwargs):

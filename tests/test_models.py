@@ -135,3 +135,39 @@ def test_channels_last_gradients_stay_channels_last(name, recovery):
     # max-pooling and Hardtanh route gradients by comparisons, which rounding can tip
     relative = (grads[0] - grads[1]).norm() / grads[1].norm()
     assert relative < 0.05, relative
+
+
+def test_every_model_carries_its_defaults():
+    """No caller guesses from a name: input size, recipe and presets come with the entry."""
+    from ir2net.config import list_recipes, load_config
+    from ir2net.models import list_models, model_info
+
+    for name in list_models():
+        info = model_info(name)
+        assert info.recipe in list_recipes(), name
+        assert info.input_size == ((3, 224, 224) if info.recipe.startswith("imagenet")
+                                   else (3, 32, 32)), name
+        if info.binary:
+            recipe = load_config(info.recipe, ["data.root=x"])
+            assert recipe["model"]["name"] in list_models()
+    assert model_info("resnet18_bireal_imagenet").presets == [
+        "table5_ir2net_a", "table5_ir2net_b", "table5_ir2net_c", "table5_ir2net_d"]
+    assert model_info("resnet20_bireal").presets == ["table2_resnet20"]
+    assert not model_info("resnet34_teacher").binary
+    assert model_info("vgg_small").tap_styles == ("paper", "authors")
+    with pytest.raises(ValueError, match="unknown model 'resnet21'; available"):
+        model_info("resnet21")
+
+
+def test_one_stage_builder_serves_both_resnets():
+    from ir2net.models import create_model
+
+    cifar = create_model("resnet20_bireal")
+    imagenet = create_model("resnet18_bireal_imagenet")
+    for model, depth, widths in ((cifar, 3, [16, 32, 64]), (imagenet, 4, [64, 128, 256, 512])):
+        stages = model.backbone.stages
+        for index, width in enumerate(widths):
+            layer = stages[f"layer{index + 1}"]
+            assert len(layer) == depth
+            first = layer[0].conv1 if hasattr(layer[0], "conv1") else layer[0].conv
+            assert first.stride == ((2, 2) if index else (1, 1)) and first.out_channels == width

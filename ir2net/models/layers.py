@@ -8,15 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..binarize import Binarization
 from ..recovery import InformationRecovery, RecoverySpec
 
 __all__ = ["hardtanh", "prelu", "OptionAShortcut", "FeatureBackbone", "IR2NetClassifier",
-           "TAP_STYLES", "binarization_from"]
-
-#: ``paper``: first conv, outputs before each downsampling, last stage (Sec. IV-B);
-#: ``authors``: the taps of the authors' model for that backbone.
-TAP_STYLES = ("paper", "authors")
+           "resnet_stages"]
 
 
 def hardtanh(channels: int) -> nn.Module:
@@ -29,9 +24,21 @@ def prelu(channels: int) -> nn.Module:
     return nn.PReLU(channels)
 
 
-def binarization_from(precision: str = "binary", sign_zero: str = "plus_one",
-                      scaling: str = "none") -> Binarization:
-    return Binarization(precision=precision, sign_zero=sign_zero, scaling=scaling)
+def resnet_stages(block: Callable[[int, int, int], nn.Module], widths: Sequence[int],
+                  depths: Sequence[int], in_channels: int) -> tuple[dict, dict]:
+    """The residual stages of a ResNet: ``layer1`` ... ``layerN``, ``depths[i]`` blocks of
+    width ``widths[i]`` each, the first block of every stage after the first with stride 2.
+    ``block(in_channels, out_channels, stride)`` builds one block.  Returns the stages and
+    their output channels, in the order :class:`FeatureBackbone` takes them."""
+    stages, channels = {}, {}
+    for index, (width, depth) in enumerate(zip(widths, depths)):
+        blocks = []
+        for number in range(depth):
+            blocks.append(block(in_channels, width, 2 if index > 0 and number == 0 else 1))
+            in_channels = width
+        stages[f"layer{index + 1}"] = nn.Sequential(*blocks)
+        channels[f"layer{index + 1}"] = width
+    return stages, channels
 
 
 class _GradientInInputLayout(torch.autograd.Function):

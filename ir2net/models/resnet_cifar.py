@@ -22,9 +22,8 @@ import torch
 from torch import nn
 
 from ..binarize import Binarization
-from ..recovery import RecoverySpec
-from .layers import (FeatureBackbone, IR2NetClassifier, OptionAShortcut, binarization_from,
-                     hardtanh)
+from ..recovery_presets import RecoverySpec
+from .layers import FeatureBackbone, IR2NetClassifier, OptionAShortcut, hardtanh, resnet_stages
 from .registry import register_model
 
 __all__ = ["BiRealBlock", "IRNetBlock", "resnet20_bireal", "resnet20_irnet", "resnet18_cifar"]
@@ -83,61 +82,52 @@ class IRNetBlock(nn.Module):
 
 
 def _cifar_resnet(block_fn, widths: list[int], depths: list[int], num_classes: int,
-                  binarization: Binarization, recovery: Optional[RecoverySpec],
-                  taps: str) -> IR2NetClassifier:
+                  binarization: Binarization, recovery: Optional[RecoverySpec]) -> IR2NetClassifier:
     act = hardtanh
     stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
                          nn.BatchNorm2d(widths[0]), act(widths[0]))
-    stages, channels = {}, {"stem": widths[0]}
-    in_channels = widths[0]
-    for index, (width, depth) in enumerate(zip(widths, depths)):
-        blocks = []
-        for b in range(depth):
-            stride = 2 if index > 0 and b == 0 else 1
-            blocks.append(block_fn(in_channels, width, stride, binarization, act))
-            in_channels = width
-        stages[f"layer{index + 1}"] = nn.Sequential(*blocks)
-        channels[f"layer{index + 1}"] = width
+    stages, channels = resnet_stages(
+        lambda cin, cout, stride: block_fn(cin, cout, stride, binarization, act),
+        widths, depths, widths[0])
     # Paper and authors agree for the CIFAR ResNets: the stem, the output of every stage
     # that precedes a downsampling, and the last stage.
     tap_names = ["stem"] + [f"layer{i + 1}" for i in range(len(widths) - 1)]
-    del taps  # both styles give the same taps here
-    model = IR2NetClassifier(FeatureBackbone(stem, stages, channels), num_classes,
-                             recovery=recovery, taps=tap_names, act_layer=act)
+    model = IR2NetClassifier(FeatureBackbone(stem, stages, {"stem": widths[0], **channels}),
+                             num_classes, recovery=recovery, taps=tap_names, act_layer=act)
     for module in model.modules():  # Kaiming normal for conv and linear (authors' code)
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(module.weight)
     return model
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), recipe="cifar10_resnet20_bireal")
 def resnet20_bireal(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
-                    scaling: str = "none", recovery: Optional[RecoverySpec] = None,
-                    taps: str = "authors") -> IR2NetClassifier:
+                    scaling: str = "none",
+                    recovery: Optional[RecoverySpec] = None) -> IR2NetClassifier:
     """ResNet-20 with the Bi-Real structure (Table I; Table III, rows marked *)."""
     return _cifar_resnet(BiRealBlock, [16, 32, 64], [3, 3, 3], num_classes,
-                         binarization_from(precision, sign_zero, scaling), recovery, taps)
+                         Binarization(precision, sign_zero, scaling), recovery)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), recipe="cifar10_resnet20_irnet")
 def resnet20_irnet(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
-                   scaling: str = "none", recovery: Optional[RecoverySpec] = None,
-                   taps: str = "authors") -> IR2NetClassifier:
+                   scaling: str = "none",
+                   recovery: Optional[RecoverySpec] = None) -> IR2NetClassifier:
     """ResNet-20 with the IR-Net structure, one shortcut per basic block (Table III).
 
     The project's own construction, not the authors' code (they published none): the
     Bi-Real ResNet-20 with :class:`IRNetBlock` in place of :class:`BiRealBlock`
     (docs/divergences.md)."""
     return _cifar_resnet(IRNetBlock, [16, 32, 64], [3, 3, 3], num_classes,
-                         binarization_from(precision, sign_zero, scaling), recovery, taps)
+                         Binarization(precision, sign_zero, scaling), recovery)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), recipe="cifar10_resnet18")
 def resnet18_cifar(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
-                   scaling: str = "none", recovery: Optional[RecoverySpec] = None,
-                   taps: str = "authors") -> IR2NetClassifier:
+                   scaling: str = "none",
+                   recovery: Optional[RecoverySpec] = None) -> IR2NetClassifier:
     """ResNet-18 for CIFAR-10: 3x3 stem, four stages of two blocks (Table III)."""
     def block(cin, cout, stride, binarization, act):
         return IRNetBlock(cin, cout, stride, binarization, act, shortcut="conv")
     return _cifar_resnet(block, [64, 128, 256, 512], [2, 2, 2, 2], num_classes,
-                         binarization_from(precision, sign_zero, scaling), recovery, taps)
+                         Binarization(precision, sign_zero, scaling), recovery)

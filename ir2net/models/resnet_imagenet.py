@@ -17,8 +17,8 @@ import torchvision
 from torch import nn
 
 from ..binarize import Binarization
-from ..recovery import RecoverySpec
-from .layers import FeatureBackbone, IR2NetClassifier, binarization_from, prelu
+from ..recovery_presets import RecoverySpec
+from .layers import FeatureBackbone, IR2NetClassifier, prelu, resnet_stages
 from .registry import register_model
 
 __all__ = ["BiRealImageNetBlock", "resnet18_bireal_imagenet", "resnet34_teacher",
@@ -50,32 +50,25 @@ class BiRealImageNetBlock(nn.Module):
         return self.act(self.bn(self.conv(x)) + self.downsample(x))
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), recipe="imagenet_stage2")
 def resnet18_bireal_imagenet(num_classes: int = 1000, precision: str = "binary",
                              sign_zero: str = "plus_one", scaling: str = "none",
-                             recovery: Optional[RecoverySpec] = None,
-                             taps: str = "authors") -> IR2NetClassifier:
+                             recovery: Optional[RecoverySpec] = None) -> IR2NetClassifier:
     """Bi-Real ResNet-18 for ImageNet (Table IV, VI); ``precision="fp"`` is the FP row."""
-    binarization = binarization_from(precision, sign_zero, scaling)
+    binarization = Binarization(precision, sign_zero, scaling)
     stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), prelu(64))
-    stages = {"pool": nn.MaxPool2d(kernel_size=3, stride=2, padding=1)}
-    channels = {"stem": 64, "pool": 64}
-    in_channels = 64
-    for index, width in enumerate([64, 128, 256, 512]):
-        blocks = []
-        for b in range(4):
-            stride = 2 if index > 0 and b == 0 else 1
-            blocks.append(BiRealImageNetBlock(in_channels, width, stride, binarization))
-            in_channels = width
-        stages[f"layer{index + 1}"] = nn.Sequential(*blocks)
-        channels[f"layer{index + 1}"] = width
-    del taps  # paper and authors agree for this backbone
-    return IR2NetClassifier(FeatureBackbone(stem, stages, channels), num_classes,
+    pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    stages, channels = resnet_stages(
+        lambda cin, cout, stride: BiRealImageNetBlock(cin, cout, stride, binarization),
+        [64, 128, 256, 512], [4, 4, 4, 4], 64)
+    # paper and authors agree on the taps of this backbone
+    return IR2NetClassifier(FeatureBackbone(stem, {"pool": pool, **stages},
+                                            {"stem": 64, "pool": 64, **channels}), num_classes,
                             recovery=recovery, taps=("stem", "layer1", "layer2", "layer3"),
                             act_layer=prelu)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), recipe="imagenet_teacher", binary=False)
 def resnet34_teacher(num_classes: int = 1000, weights: Optional[str] = None) -> nn.Module:
     """torchvision ResNet-34, the distillation teacher of the ImageNet recipe.
 
@@ -91,7 +84,9 @@ def resnet34_teacher(num_classes: int = 1000, weights: Optional[str] = None) -> 
             raise TeacherWeightsError(
                 f"could not obtain torchvision's ImageNet ResNet-34 weights ({error}). "
                 "Download resnet34-b627a593.pth on a machine with internet access and set "
-                "train.distillation.teacher_weights to its path") from error
+                "train.teacher_weights to its path (`ir2net train --set "
+                "train.teacher_weights=PATH`; in the workflow: imagenet.teacher_weights in the "
+                "profile config)") from error
     model = torchvision.models.resnet34(num_classes=num_classes)
     if weights:
         from ..artifacts import load_state_dict

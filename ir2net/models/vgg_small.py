@@ -15,8 +15,9 @@ from typing import Optional
 
 from torch import nn
 
-from ..recovery import RecoverySpec
-from .layers import FeatureBackbone, IR2NetClassifier, binarization_from, hardtanh
+from ..binarize import Binarization
+from ..recovery_presets import RecoverySpec
+from .layers import FeatureBackbone, IR2NetClassifier, hardtanh
 from .registry import register_model
 
 __all__ = ["vgg_small"]
@@ -24,14 +25,15 @@ __all__ = ["vgg_small"]
 _TAPS = {"paper": ("stem", "block2", "block4"), "authors": ("stem",)}
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), recipe="cifar10_vgg_small", tap_styles=tuple(_TAPS),
+                sized_classifier=True)
 def vgg_small(num_classes: int = 10, precision: str = "binary", sign_zero: str = "plus_one",
               scaling: str = "none", recovery: Optional[RecoverySpec] = None,
               taps: str = "authors", image_size: int = 32) -> IR2NetClassifier:
     """VGG-Small (Table III)."""
     if taps not in _TAPS:
         raise ValueError(f"unknown tap style {taps!r}; expected one of {', '.join(_TAPS)}")
-    binarization = binarization_from(precision, sign_zero, scaling)
+    binarization = Binarization(precision, sign_zero, scaling)
     act = hardtanh
     stem = nn.Sequential(nn.Conv2d(3, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128),
                          act(128))
