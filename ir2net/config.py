@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 __all__ = ["ConfigError", "load_config", "resolve_config", "list_recipes", "recipe_path",
-           "config_digest", "apply_overrides", "schema", "read_yaml_text", "parse_duration",
+           "config_digest", "apply_overrides", "apply_settings", "schema", "read_yaml_text", "parse_duration",
            "EXECUTION_ONLY_KEYS", "LATER_KEYS"]
 
 
@@ -99,9 +99,23 @@ def _load_layers(source: str, seen: tuple = ()) -> dict:
     return _merge(_load_layers(base, seen + (path.resolve(),)), data)
 
 
+def apply_settings(config: dict, settings: dict[str, Any]) -> dict:
+    """Set typed values by dotted key (``{"train.lr": 0.2}``), in order."""
+    config = copy.deepcopy(config)
+    for key, value in settings.items():
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"setting {key}: '{part}' is not a section")
+        node[parts[-1]] = copy.deepcopy(value)
+    return config
+
+
 def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
     """Apply ``key.sub=value`` strings; values are parsed as YAML (``1e-3``, ``null``, ``[1, 2]``)."""
-    config = copy.deepcopy(config)
+    settings = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -110,14 +124,9 @@ def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
             value = read_yaml_text(raw)
         except yaml.YAMLError:
             value = raw
-        node = config
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: '{part}' is not a section")
-        node[parts[-1]] = value
-    return config
+        settings.pop(key, None)
+        settings[key] = value
+    return apply_settings(config, settings)
 
 
 def _fill_defaults(node: dict, node_schema: dict) -> None:
@@ -153,6 +162,7 @@ def resolve_config(config: dict) -> dict:
 def _check_semantics(config: dict) -> None:
     from .models import list_models
     from .recovery import RECOVERY_PRESETS
+    from .restriction import list_rules
 
     model = config["model"]
     if model["name"] not in list_models():
@@ -162,6 +172,13 @@ def _check_semantics(config: dict) -> None:
     if model["recovery"]["enabled"] and preset is not None and preset not in RECOVERY_PRESETS:
         raise ConfigError(f"config key 'model.recovery.preset': unknown preset {preset!r}; "
                           f"available: {', '.join(RECOVERY_PRESETS)}")
+    ires = config["ires"]
+    if ires["variant"] not in list_rules():
+        raise ConfigError(f"config key 'ires.variant': unknown restriction rule "
+                          f"{ires['variant']!r}; available: {', '.join(list_rules())}")
+    if ires["lam"] <= 0:
+        raise ConfigError(f"config key 'ires.lam': {ires['lam']} is not in (0, 1]; for no "
+                          "restriction (the paper's lambda = 0) set ires.enabled=false")
     data = config["data"]
     if data["dataset"] != "synthetic" and not data["root"]:
         raise ConfigError(f"config key 'data.root': the {data['dataset']} dataset needs a folder; "
@@ -173,9 +190,12 @@ def _check_semantics(config: dict) -> None:
         raise ConfigError(f"config key 'train.teacher': unknown model {train['teacher']!r}")
 
 
-def load_config(source: str, overrides: Iterable[str] = ()) -> dict:
-    """Load a config file or recipe, apply overrides, resolve defaults and validate."""
-    return resolve_config(apply_overrides(_load_layers(source), overrides))
+def load_config(source: str, overrides: Iterable[str] = (),
+                settings: Optional[dict[str, Any]] = None) -> dict:
+    """Load a config file or recipe, apply typed ``settings`` then ``overrides`` (strings),
+    resolve defaults and validate."""
+    layers = apply_settings(_load_layers(source), settings or {})
+    return resolve_config(apply_overrides(layers, overrides))
 
 
 #: Keys that change how a run executes but not its result; left out of the digest so that

@@ -5,58 +5,100 @@ it is, giving ``Loss_original`` and the last-stage features ``A_l``; once
 masked by the network's own attention, giving ``Loss_masked``.  The two are
 combined by Eq. 10.  Inference never touches this module.
 
-Two variants of the attention and the threshold are selectable:
+How the mask is made is a :class:`RestrictionRule`: an attention function (Eq. 5) and
+a comparison with the threshold (Eq. 8), looked up by name (``ires.variant``), the way
+quantizers are looked up in Larq.  Two rules are registered:
 
+``authors`` (default: the public code that produced the published numbers)
+    ``F_A = normalize_H(mean_c A_l^2)`` (an L2 normalisation along the height axis of the
+    (B, H, W) map, a side effect of ``F.normalize``'s default ``dim=1``) and a strict
+    ``F'_A > tau``.
 ``paper``
     Eq. 5 ``F_A = sum_c |A_l|^2`` and Eq. 8 ``F_m = 1{F'_A >= tau}``.
-``authors``
-    The public code: ``F_A = normalize_H(mean_c A_l^2)`` (an L2 normalisation
-    along the height axis of the (B, H, W) map, a side effect of
-    ``F.normalize``'s default ``dim=1``) and a strict ``F'_A > tau``.
 
-Both upsample bilinearly with ``align_corners=True`` (Eq. 6; the paper does not
-say, the code uses True) and use ``tau = lambda * mean(F'_A)`` per image (Eq. 9).
-Every operation is batched: there is no loop over the images of a batch.
+A new rule is one :func:`register_rule` call here (and its test).  Both upsample
+bilinearly with ``align_corners=True`` (Eq. 6; the paper does not say, the code uses
+True) and use ``tau = lambda * mean(F'_A)`` per image (Eq. 9).  Every operation is
+batched: there is no loop over the images of a batch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ATTENTION_VARIANTS", "attention_map", "restriction_mask", "InformationRestriction"]
+__all__ = ["RestrictionRule", "register_rule", "get_rule", "list_rules", "attention_map",
+           "restriction_mask", "InformationRestriction"]
 
-ATTENTION_VARIANTS = ("paper", "authors")
+
+@dataclass(frozen=True)
+class RestrictionRule:
+    """How IRes turns the last-stage features into a mask."""
+
+    name: str
+    attention: Callable[[torch.Tensor], torch.Tensor]  # Eq. 5: (B, C, H, W) -> (B, H, W)
+    keep: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # Eq. 8: (F'_A, tau) -> bool
+    description: str
 
 
-def attention_map(features: torch.Tensor, variant: str = "paper") -> torch.Tensor:
+_RULES: dict[str, RestrictionRule] = {}
+
+
+def register_rule(rule: RestrictionRule) -> RestrictionRule:
+    if rule.name in _RULES:
+        raise ValueError(f"restriction rule {rule.name!r} is registered twice")
+    _RULES[rule.name] = rule
+    return rule
+
+
+def list_rules() -> list[str]:
+    return sorted(_RULES)
+
+
+def get_rule(rule: str | RestrictionRule) -> RestrictionRule:
+    if isinstance(rule, RestrictionRule):
+        return rule
+    try:
+        return _RULES[rule]
+    except KeyError:
+        raise ValueError(f"unknown IRes variant {rule!r}; expected one of "
+                         f"{', '.join(list_rules())}") from None
+
+
+register_rule(RestrictionRule(
+    "authors", lambda features: F.normalize(features.pow(2).mean(dim=1), dim=1), torch.gt,
+    "the authors' code: mean of squares over channels, L2-normalised along the height axis; "
+    "keep F'_A > tau"))
+register_rule(RestrictionRule(
+    "paper", lambda features: features.pow(2).sum(dim=1), torch.ge,
+    "Eq. 5 (sum of squares over channels) and Eq. 8 (keep F'_A >= tau)"))
+
+
+def attention_map(features: torch.Tensor, variant: str | RestrictionRule = "paper") -> torch.Tensor:
     """Eq. 5: the (B, H, W) attention map of the last-stage features ``A_l`` (B, C, H, W)."""
-    if variant == "paper":
-        return features.pow(2).sum(dim=1)
-    if variant == "authors":
-        return F.normalize(features.pow(2).mean(dim=1), dim=1)
-    raise ValueError(f"unknown IRes variant {variant!r}; expected one of {', '.join(ATTENTION_VARIANTS)}")
+    return get_rule(variant).attention(features)
 
 
 def restriction_mask(attention: torch.Tensor, size: tuple[int, int], lam: float,
-                     variant: str = "paper") -> torch.Tensor:
+                     variant: str | RestrictionRule = "paper") -> torch.Tensor:
     """Eq. 6-9: the binary (B, 1, H_in, W_in) mask ``F_m`` from a (B, h, w) attention map.
 
-    ``lam = 0`` keeps every pixel (no restriction) in both variants; the strict
-    comparison of the ``authors`` variant would otherwise drop pixels whose
-    attention is exactly zero.
+    ``lam = 0`` keeps every pixel (no restriction) whatever the rule; the strict
+    comparison of the ``authors`` rule would otherwise drop pixels whose attention is
+    exactly zero.
     """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"IRes lambda must lie in [0, 1], got {lam}")
+    rule = get_rule(variant)
     batch = attention.shape[0]
     if lam == 0.0:
         return attention.new_ones(batch, 1, *size)
     upsampled = F.interpolate(attention.unsqueeze(1), size=size, mode="bilinear",
                               align_corners=True)
     threshold = lam * upsampled.mean(dim=(2, 3), keepdim=True)
-    keep = upsampled >= threshold if variant == "paper" else upsampled > threshold
-    return keep.to(attention.dtype)
+    return rule.keep(upsampled, threshold).to(attention.dtype)
 
 
 @dataclass(frozen=True)
@@ -69,16 +111,14 @@ class InformationRestriction:
 
     lam: float = 0.15
     mu: float = 0.5
-    variant: str = "authors"  # what produced the published numbers (docs/divergences.md #2)
+    variant: str | RestrictionRule = "authors"  # what produced the published numbers
 
     def __post_init__(self):
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"IRes lambda must lie in [0, 1], got {self.lam}")
         if not 0.0 <= self.mu <= 1.0:
             raise ValueError(f"IRes mu must lie in [0, 1], got {self.mu}")
-        if self.variant not in ATTENTION_VARIANTS:
-            raise ValueError(f"unknown IRes variant {self.variant!r}; expected one of "
-                             f"{', '.join(ATTENTION_VARIANTS)}")
+        object.__setattr__(self, "variant", get_rule(self.variant))
 
     @property
     def active(self) -> bool:

@@ -82,3 +82,31 @@ def test_out_of_range_hyperparameters():
         InformationRestriction(lam=1.5)
     with pytest.raises(ValueError, match="mu"):
         InformationRestriction(mu=-0.1)
+
+
+def test_rules_are_objects_looked_up_by_name_and_a_new_one_is_one_registration():
+    from ir2net.config import ConfigError, load_config
+    from ir2net.restriction import RestrictionRule, get_rule, list_rules, register_rule
+
+    assert {"authors", "paper"} <= set(list_rules())
+    assert get_rule("authors").keep is torch.gt and get_rule("paper").keep is torch.ge
+    with pytest.raises(ValueError, match="unknown IRes variant 'nope'; expected one of"):
+        get_rule("nope")
+    with pytest.raises(ConfigError, match="'ires.variant': unknown restriction rule"):
+        load_config("cifar10_resnet20_bireal", ["data.dataset=synthetic", "ires.variant=nope"])
+    rule = register_rule(RestrictionRule("test_max_channel", lambda f: f.abs().amax(dim=1),
+                                         torch.ge, "a test rule"))
+    try:
+        features = torch.randn(2, 4, 8, 8)
+        restriction = InformationRestriction(0.5, variant="test_max_channel")
+        masked = restriction.mask_images(torch.ones(2, 3, 32, 32), features)
+        expected = restriction_mask(features.abs().amax(dim=1), (32, 32), 0.5, rule)
+        torch.testing.assert_close(masked, expected.expand(2, 3, 32, 32))
+        config = load_config("cifar10_resnet20_bireal", ["data.dataset=synthetic",
+                                                         "ires.variant=test_max_channel"])
+        assert config["ires"]["variant"] == "test_max_channel"
+        with pytest.raises(ValueError, match="registered twice"):
+            register_rule(rule)
+    finally:
+        from ir2net import restriction as module
+        module._RULES.pop("test_max_channel")

@@ -85,9 +85,12 @@ def test_ires_doubles_the_forward_passes(tmp_path, monkeypatch):
     run(synthetic_config("train.max_steps=1", "data.synthetic.test_size=8"), tmp_path / "on")
     assert calls.count(True) == 2
     calls.clear()
-    run(synthetic_config("train.max_steps=1", "data.synthetic.test_size=8", "ires.lam=0"),
-        tmp_path / "lam0")
-    assert calls.count(True) == 1  # lambda = 0: no restriction, no second pass
+    run(synthetic_config("train.max_steps=1", "data.synthetic.test_size=8", "ires.enabled=false"),
+        tmp_path / "off")
+    assert calls.count(True) == 1  # no restriction, no second pass
+    # one off switch: lambda = 0 (the paper's "no restriction") is ires.enabled=false
+    with pytest.raises(ConfigError, match="ires.enabled=false"):
+        synthetic_config("ires.lam=0")
 
 
 def test_nan_loss_stops_without_result(tmp_path):
