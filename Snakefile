@@ -22,8 +22,7 @@ report: "workflow/report/workflow.rst"
 rule all:
     input:
         TABLES,
-        f"{RESULTS}/figures/fig7.png",
-        f"{RESULTS}/figures/fig7.pdf",
+        FIGURES,
         f"{RESULTS}/figures/attention.png",
         f"{REPORT}/report.md",
         f"{REPORT}/report.html",

@@ -9,7 +9,7 @@ __all__ = ["main"]
 
 
 def _train(args) -> int:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .training import RESUMABLE_EXIT, TrainingStopped, run
 
     if args.threads:
@@ -19,13 +19,19 @@ def _train(args) -> int:
     overrides = list(args.set or ())
     if args.stop_after:
         overrides.append(f"train.stop_after={args.stop_after}")
-    config = load_config(args.config, overrides)
+    try:
+        settings = json.loads(args.settings) if args.settings else None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--settings is not a JSON object of dotted keys: {error}") from None
+    config = load_config(args.config, overrides, settings)
     if args.no_progress:
         config["progress"] = False
     try:
         metrics = run(config, args.out, on_config_change=args.on_config_change)
     except TrainingStopped as stopped:
         print(f"ir2net: {stopped}", file=sys.stderr)
+        if args.requeue_on_stop:
+            _requeue_slurm_job()
         return RESUMABLE_EXIT
     final, best = metrics["final"], metrics["best"]
     print(f"{args.out}: final top-1 {final['top1']:.2f}% top-5 {final['top5']:.2f}% on "
@@ -34,9 +40,37 @@ def _train(args) -> int:
     return 0
 
 
+def _requeue_slurm_job() -> None:
+    """Put this SLURM job back in the queue (same job id, so Snakemake keeps following it):
+    it starts again later and continues from the checkpoint just written, instead of
+    failing and spending one of the workflow's retries."""
+    import os
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        print("ir2net: --requeue-on-stop outside a SLURM job: nothing to requeue",
+              file=sys.stderr)
+        return
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode == 0:
+        print(f"ir2net: SLURM job {job} requeued; it continues from the checkpoint",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"ir2net: could not requeue SLURM job {job} ({result.stderr.strip()}); a retry "
+              "of the workflow continues from the checkpoint", file=sys.stderr)
+
+
 def _models(args) -> int:
     from .models import list_models
     print("\n".join(list_models()))
+    return 0
+
+
+def _rules(args) -> int:
+    from .restriction import get_rule, list_rules
+    for name in list_rules():
+        print(f"{name}: {get_rule(name).description}")
     return 0
 
 
@@ -57,9 +91,10 @@ def _presets(args) -> int:
 
 
 def _complexity(args) -> int:
-    from .complexity import build_variant, count_complexity, default_input_size
+    from .complexity import build_variant, count_complexity
+    from .models import model_info
 
-    size = tuple(args.input_size) if args.input_size else default_input_size(args.model)
+    size = tuple(args.input_size) if args.input_size else model_info(args.model).input_size
     model = build_variant(args.model, args.variant, taps=args.taps)
     report = count_complexity(model, size, args.convention, name=f"{args.model}/{args.variant}")
     if args.json:
@@ -123,24 +158,57 @@ def _standin(args) -> int:
     return 0
 
 
-def _tables(args) -> int:
-    from .reporting import build_tables, load_records, write_tables
+def _read_longruns(folder):
+    if not folder:
+        return None
+    from .longruns import read_progress
+    return read_progress(folder)
 
-    config, records = load_records(args.records)
-    longruns = None
-    if args.longruns:
-        from .longruns import read_progress
-        longruns = read_progress(args.longruns)
-    for path in write_tables(build_tables(config, records, longruns), args.out):
+
+def _tables(args) -> int:
+    from .reporting import accuracy_tables, complexity_tables, load_records, write_tables
+
+    tables = {}
+    if args.which in ("all", "accuracy"):
+        if not args.records:
+            print("ir2net: error: --records is needed for Tables I, III and IV (or use "
+                  "--which complexity)", file=sys.stderr)
+            return 2
+        plan, records = load_records(args.records)
+        tables.update(accuracy_tables(plan, records, _read_longruns(args.longruns)))
+    if args.which in ("all", "complexity"):
+        tables.update(complexity_tables())
+    for path in write_tables(tables, args.out):
         print(path)
     return 0
 
 
 def _figures(args) -> int:
-    from .reporting import figure7, load_records
+    from .reporting import (accuracy_tables, coverage_figure, figure7, load_records,
+                            paper_comparison, training_curves)
 
-    config, records = load_records(args.records)
-    for path in figure7(config, records, args.out):
+    plan, records = load_records(args.records)
+    longruns = _read_longruns(args.longruns)
+    written = (figure7(plan, records, args.out)
+               + coverage_figure(plan, records, args.out, longruns)
+               + training_curves(plan, records, args.out)
+               + paper_comparison(accuracy_tables(plan, records, longruns), args.out))
+    for path in written:
+        print(path)
+    return 0
+
+
+def _render(args) -> int:
+    from .reporting.publish import publish, render
+
+    common = dict(longruns=_read_longruns(args.longruns), divergences=args.divergences,
+                  benchmark=args.benchmark)
+    if args.command == "publish":
+        written = publish(args.runs, args.records, args.tables, args.figures, args.report,
+                          attention=args.attention, **common)
+    else:
+        written = render(args.records, args.tables, args.figures, args.report, **common)
+    for path in written:
         print(path)
     return 0
 
@@ -149,13 +217,6 @@ def _attention(args) -> int:
     from .reporting import attention_figure
 
     print(attention_figure(args.records, args.out))
-    return 0
-
-
-def _save_config(args) -> int:
-    from .artifacts import write_yaml
-
-    print(write_yaml(args.out, json.loads(args.json)))
     return 0
 
 
@@ -242,9 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, e.g. --set ires.lam=0.3 (repeatable)")
+    train.add_argument("--settings", metavar="JSON",
+                       help="typed settings as a JSON object of dotted keys, applied before "
+                            "--set (what the workflow passes: its run table's settings)")
     train.add_argument("--stop-after", metavar="DURATION",
                        help="stop cleanly after this wall time (90s, 45m, 2h; train.stop_after) "
                             "with exit status 75; rerunning continues the run")
+    train.add_argument("--requeue-on-stop", action="store_true",
+                       help="inside a SLURM job: when the run stops on its budget or a signal "
+                            "(e.g. sbatch --signal=USR1@600 before the time limit), requeue the "
+                            "job with scontrol so it continues later")
     train.add_argument("--no-progress", action="store_true",
                        help="no progress output (bars on a terminal, per-epoch lines otherwise)")
     train.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
@@ -338,16 +406,23 @@ def build_parser() -> argparse.ArgumentParser:
     standin.add_argument("--size", type=int, default=64)
     standin.set_defaults(func=_standin)
 
-    tables = sub.add_parser("tables", help="Tables I-VI from run records")
-    tables.add_argument("--records", required=True, help="a runs folder or results/records/<profile>")
+    tables = sub.add_parser("tables", help="Tables I-VI (I, III, IV from run records; II, V, "
+                                           "VI from the models alone)")
+    tables.add_argument("--records", help="a runs folder or results/records/<profile>")
+    tables.add_argument("--which", choices=("all", "accuracy", "complexity"), default="all",
+                        help="accuracy: Tables I, III, IV (and published); complexity: Tables "
+                             "II, V, VI, which need no run (default: %(default)s)")
     tables.add_argument("--out", required=True)
     tables.add_argument("--longruns", help="the published-schedule runs' folder (results/longruns):"
                                            " adds their rows as published.*")
     tables.set_defaults(func=_tables)
 
-    figures = sub.add_parser("figures", help="Figure 7 from run records")
+    figures = sub.add_parser("figures", help="Figure 7, IRes coverage, training curves and "
+                                             "ours-vs-paper from run records")
     figures.add_argument("--records", required=True)
-    figures.add_argument("--out", required=True, help="folder for fig7.png / fig7.pdf")
+    figures.add_argument("--out", required=True, help="folder for the figures (PNG and PDF)")
+    figures.add_argument("--longruns", help="the published-schedule runs' folder: their IRes "
+                                            "coverage goes into ires_coverage.*")
     figures.set_defaults(func=_figures)
 
     attention = sub.add_parser("attention", help="attention maps of the FP, Baseline and "
@@ -355,11 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--records", required=True, help="a runs folder")
     attention.add_argument("--out", required=True, help="PNG file to write")
     attention.set_defaults(func=_attention)
-
-    save_config = sub.add_parser("save-config", help="write a JSON config as YAML (workflow)")
-    save_config.add_argument("--json", required=True)
-    save_config.add_argument("--out", required=True)
-    save_config.set_defaults(func=_save_config)
 
     report = sub.add_parser("report", help="report.md and report.html")
     report.add_argument("--records", required=True)
@@ -376,8 +446,28 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", required=True)
     export.set_defaults(func=_export)
 
+    for name, text in (("render", "re-render the committed tables, figures and report from the "
+                                  "committed run records (defaults: the default profile)"),
+                       ("publish", "copy a finished profile's run records into the repository "
+                                   "and render the committed tables, figures and report")):
+        command = sub.add_parser(name, help=text)
+        if name == "publish":
+            command.add_argument("--runs", required=True, help="the profile's runs folder")
+            command.add_argument("--attention", help="the workflow's attention.png to copy")
+        command.add_argument("--records", default="results/records/default")
+        command.add_argument("--tables", default="results/tables")
+        command.add_argument("--figures", default="results/figures")
+        command.add_argument("--report", default="report")
+        command.add_argument("--longruns", default="results/longruns",
+                             help="the published-schedule runs ('' to leave them out)")
+        command.add_argument("--divergences", default="docs/divergences.md")
+        command.add_argument("--benchmark", default="results/bench/cpu_bf16.json")
+        command.set_defaults(func=_render)
+
     sub.add_parser("models", help="list registered backbones").set_defaults(func=_models)
     sub.add_parser("recipes", help="list packaged recipes").set_defaults(func=_recipes)
+    sub.add_parser("rules", help="list the IRes restriction rules (ires.variant)").set_defaults(
+        func=_rules)
     sub.add_parser("presets", help="Table II / V recovery presets as JSON").set_defaults(
         func=_presets)
     return parser

@@ -1,17 +1,23 @@
 """Every training run the paper reports, derived from a workflow config, each exactly once.
 
-The Snakemake workflow (``workflow/``) asks this module for the run table and for each
-run's command-line overrides; the report asks it which run fills which table row.
-Runs that two experiments share (Figure 7's lambda = 0.15 IRes point is Table I's IRes
-run; lambda = 0 of a series is the run without IRes) have one canonical id and are
-trained once.
+:func:`run_table` is the experiment plan: every run with its recipe, its typed settings
+and its roles in the tables and figures.  The workflow computes it once when it parses,
+writes it as ``run-table.yaml`` (an input of the tables, figures and report) and hands each
+training job its own typed settings; the report reads the same file back.  Runs that two
+experiments share (Figure 7's lambda = 0.15 IRes point is Table I's IRes run; lambda = 0 of
+a series is the run without IRes) have one id, several roles, and are trained once.
+
+Pure Python: the workflow imports this module when it parses, without torch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["RunSpec", "build_runs", "SCHEDULE_GROUPS", "FIGURE7_SERIES", "TABLE1_ROWS", "TABLE3_ROWS",
+from .recovery_presets import table_presets
+
+__all__ = ["RunSpec", "build_runs", "run_table", "role_label", "SCHEDULE_GROUPS", "FIGURE7_SERIES", "TABLE1_ROWS", "TABLE3_ROWS",
+           "TABLE3_BACKBONES",
            "TABLE4_VARIANTS", "ires_tag", "run_id"]
 
 # Table I rows: (row label, precision, recovery, IRes on)
@@ -35,49 +41,77 @@ TABLE3_ROWS = (
     ("ResNet-18", "FP", "resnet18_cifar", "cifar10_resnet18", "fp"),
     ("ResNet-18", "IR²Net", "resnet18_cifar", "cifar10_resnet18", "binary"),
 )
-TABLE4_VARIANTS = (("IR²Net-A", "table5_ir2net_a"), ("IR²Net-B", "table5_ir2net_b"),
-                   ("IR²Net-C", "table5_ir2net_c"), ("IR²Net-D", "table5_ir2net_d"))
+TABLE3_BACKBONES = tuple(dict.fromkeys(row[2] for row in TABLE3_ROWS))
+#: Table IV's IR²Net-A..D: the Table V presets, (row, preset name)
+TABLE4_VARIANTS = tuple((preset.row, preset.name) for preset in table_presets("V"))
 #: Keys of a workflow config's ``schedules`` section: one per recipe group.
 SCHEDULE_GROUPS = ("cifar10_resnet20_bireal", "cifar10_resnet20_irnet", "cifar10_vgg_small",
                    "cifar10_resnet18", "imagenet_teacher", "imagenet_stage1", "imagenet_stage2")
-_CIFAR_PRESET = {"resnet20_bireal": "table2_resnet20", "resnet20_irnet": "table2_resnet20",
-                 "vgg_small": "table2_vgg_small", "resnet18_cifar": "table2_resnet18"}
+#: Table II's preset per CIFAR-10 backbone (the IR-Net-structure ResNet-20 shares the
+#: ResNet-20 row: same channels, same taps)
+_CIFAR_PRESET = {**{preset.backbone: preset.name for preset in table_presets("II")},
+                 "resnet20_irnet": "table2_resnet20"}
 
 
 @dataclass
 class RunSpec:
-    """One training run: ``ir2net train --config recipe --set k=v ...``."""
+    """One training run: a recipe and the settings that make it this run."""
 
     run_id: str
     recipe: str
     schedule: str                      # key of the config's `schedules` section
     overrides: dict = field(default_factory=dict)
     seed: int = 0
-    uses: dict = field(default_factory=dict)   # override key -> run id whose folder it needs
-    roles: list = field(default_factory=list)  # (table, row) pairs this run fills
+    uses: dict = field(default_factory=dict)   # setting key -> run id whose folder it needs
+    roles: list = field(default_factory=list)  # {"table": ..., ...}: where its score goes
 
-    def settings(self, runs_dir: str, *layers: dict) -> list[str]:
-        """``ir2net train --set`` items, later ones winning: the dataset section's ``data.*``
-        keys, then each of ``layers`` in order (the workflow's ``train_overrides``, then the
-        run's schedule), then what makes the run this run (model, recovery, IRes, seed, the
-        runs it starts from)."""
+    def settings(self, runs_dir: str, *layers: dict) -> dict:
+        """The run's typed settings on top of its recipe, later ones winning: the dataset
+        section's ``data.*`` keys, then each of ``layers`` in order (the workflow's
+        ``train_overrides``, then the run's schedule), then what makes the run this run
+        (model, recovery, IRes, seed, the runs it starts from)."""
         identity = dict(self.overrides)
         for key, other in self.uses.items():
             identity[key] = f"{runs_dir}/{other}"
         identity["seed"] = self.seed
-        items = [(k, v) for k, v in identity.items() if k.startswith("data.")]
+        settings = {k: v for k, v in identity.items() if k.startswith("data.")}
         for layer in layers:
-            items += layer.items()
-        items += [(k, v) for k, v in identity.items() if not k.startswith("data.")]
-        return [f"{k}={_format(v)}" for k, v in items]
+            for key, value in layer.items():
+                settings.pop(key, None)  # keep the order of precedence visible
+                settings[key] = value
+        for key, value in identity.items():
+            if not key.startswith("data."):
+                settings.pop(key, None)
+                settings[key] = value
+        return settings
 
 
-def _format(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def role_label(role: dict) -> str:
+    """The row a role fills, as the paper's tables name it (Table III: backbone and method)."""
+    if role["table"] == "table3":
+        return f"{role['backbone']}|{role['method']}"
+    if role["table"] == "figure7":
+        return f"{role['series']}|{role['lambda']:g}"
+    return role["row"]
+
+
+def run_table(config: dict, runs: Optional[dict[str, "RunSpec"]] = None) -> dict:
+    """The experiment plan of a (validated) workflow config: profile facts the report needs
+    and every run with its recipe, typed settings, the runs it needs, and its roles."""
+    runs = build_runs(config) if runs is None else runs
+    schedules = config.get("schedules", {})
+    return {
+        "profile": config["profile"], "description": config.get("description", ""),
+        "published_schedule": bool(config.get("published_schedule")),
+        "seeds": list(config["seeds"]),
+        "cifar10": {"dataset": config["cifar10"]["dataset"], "root": config["cifar10"]["root"]},
+        "imagenet": {"description": config["imagenet"].get("description")
+                     or config["imagenet"].get("root")},
+        "runs": [{"id": spec.run_id, "recipe": spec.recipe, "seed": spec.seed,
+                  "settings": spec.settings(config["runs_dir"], config.get("train_overrides", {}),
+                                            schedules.get(spec.schedule, {})),
+                  "needs": sorted(set(spec.uses.values())), "roles": spec.roles}
+                 for spec in runs.values()]}
 
 
 def ires_tag(lam: Optional[float]) -> str:
@@ -92,7 +126,7 @@ class _Registry:
     def __init__(self):
         self.runs: dict[str, RunSpec] = {}
 
-    def add(self, spec: RunSpec, role: tuple) -> RunSpec:
+    def add(self, spec: RunSpec, role: dict) -> RunSpec:
         existing = self.runs.setdefault(spec.run_id, spec)
         if existing.overrides != spec.overrides or existing.recipe != spec.recipe:
             raise ValueError(f"run {spec.run_id} is defined twice with different settings")
@@ -137,19 +171,19 @@ def build_runs(config: dict) -> dict[str, RunSpec]:
         for label, precision, recovery, ires in TABLE1_ROWS:
             spec = _cifar_run(config, "resnet20_bireal", "cifar10_resnet20_bireal", precision,
                               recovery, lam_default if ires else None, seed)
-            registry.add(spec, ("table1", label))
+            registry.add(spec, {"table": "table1", "row": label})
         for series, recovery in FIGURE7_SERIES:
             for lam in config["lambda_grid"]:
                 spec = _cifar_run(config, "resnet20_bireal", "cifar10_resnet20_bireal", "binary",
                                   recovery, lam, seed)
-                registry.add(spec, ("figure7", f"{series}|{lam:g}"))
+                registry.add(spec, {"table": "figure7", "series": series, "lambda": lam})
         for backbone, method, model, recipe, precision in TABLE3_ROWS:
             if model not in config["table3_backbones"]:
                 continue
             recovery = None if precision == "fp" else "cirec"
             lam = None if precision == "fp" else lam_default
             spec = _cifar_run(config, model, recipe, precision, recovery, lam, seed)
-            registry.add(spec, ("table3", f"{backbone}|{method}"))
+            registry.add(spec, {"table": "table3", "backbone": backbone, "method": method})
         _imagenet_runs(config, registry, seed)
     return registry.runs
 
@@ -165,18 +199,18 @@ def _imagenet_runs(config: dict, registry: _Registry, seed: int) -> None:
     else:  # no pretrained teacher: the DAG trains one
         teacher = RunSpec(run_id("imagenet", "teacher", seed=seed), "imagenet_teacher",
                           "imagenet_teacher", dict(base), seed)
-        registry.add(teacher, ("table4", "teacher"))
+        registry.add(teacher, {"table": "table4", "row": "teacher"})
         uses = {"train.teacher_weights": teacher.run_id}
     fp = RunSpec(run_id("imagenet", "fp", seed=seed), "imagenet_fp", "imagenet_stage1",
                  dict(base), seed, dict(uses))
-    registry.add(fp, ("table4", "FP"))
+    registry.add(fp, {"table": "table4", "row": "FP"})
     for label, preset in TABLE4_VARIANTS:
         letter = preset[-1]
         overrides = {**base, "model.recovery.preset": preset}
         stage1 = RunSpec(run_id("imagenet", letter, "stage1", seed=seed), "imagenet_stage1",
                          "imagenet_stage1", dict(overrides), seed, dict(uses))
-        registry.add(stage1, ("table4-stage1", label))
+        registry.add(stage1, {"table": "table4-stage1", "row": label})
         stage2 = RunSpec(run_id("imagenet", letter, "stage2", seed=seed), "imagenet_stage2",
                          "imagenet_stage2", dict(overrides), seed,
                          {**uses, "train.init_from": stage1.run_id})
-        registry.add(stage2, ("table4", label))
+        registry.add(stage2, {"table": "table4", "row": label})

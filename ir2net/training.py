@@ -37,7 +37,7 @@ from .binarize import set_binary_compute_dtype
 from .compilation import CompiledOrEager
 from .config import config_digest, parse_duration
 from .data import build_data
-from .models import create_model
+from .models import create_model, model_info
 from .recovery import RecoverySpec, recovery_preset
 from .restriction import InformationRestriction
 
@@ -72,14 +72,17 @@ def recovery_spec(model_cfg: dict) -> Optional[RecoverySpec]:
 
 def build_model(config: dict, num_classes: int) -> nn.Module:
     model_cfg = config["model"]
-    if model_cfg["name"] == "resnet34_teacher":
-        return create_model("resnet34_teacher", num_classes=num_classes)
+    info = model_info(model_cfg["name"])
+    if not info.binary:  # a plain real-valued network (the teacher)
+        return create_model(info.name, num_classes=num_classes)
     kwargs = dict(num_classes=num_classes, precision=model_cfg["precision"],
                   sign_zero=model_cfg["sign_zero"], scaling=model_cfg["scaling"],
-                  recovery=recovery_spec(model_cfg), taps=model_cfg["taps"])
-    if model_cfg["name"] == "vgg_small":
+                  recovery=recovery_spec(model_cfg))
+    if info.tap_styles:
+        kwargs["taps"] = model_cfg["taps"]
+    if info.sized_classifier:
         kwargs["image_size"] = config["data"]["image_size"]
-    model = create_model(model_cfg["name"], **kwargs)
+    model = create_model(info.name, **kwargs)
     if model_cfg["binary_dtype"] == "bfloat16":
         set_binary_compute_dtype(model, torch.bfloat16)
     return model
@@ -99,8 +102,7 @@ def build_restriction(config: dict) -> Optional[InformationRestriction]:
     ires = config["ires"]
     if not ires["enabled"]:
         return None
-    restriction = InformationRestriction(ires["lam"], ires["mu"], ires["variant"])
-    return restriction if restriction.active else None  # lambda = 0: no restriction
+    return InformationRestriction(ires["lam"], ires["mu"], ires["variant"])
 
 
 def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.Optimizer:

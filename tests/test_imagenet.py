@@ -1,6 +1,9 @@
 """The ImageNet two-stage path on a small generated image folder (CPU)."""
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from ir2net.config import load_config
@@ -100,3 +103,24 @@ def test_lighting_on_uint8_truncates_as_the_authors_code():
     assert 0.2 < sum(lowered) / len(lowered) < 0.8  # about half the channels lose one level
     with pytest.raises(TypeError):
         lighting(torch.rand(3, 8, 8))
+
+
+def test_unavailable_imagenet_teacher_names_keys_that_exist(monkeypatch):
+    import torchvision
+
+    from ir2net.config import schema
+    from ir2net.models import create_model
+    from ir2net.models.resnet_imagenet import TeacherWeightsError
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(torchvision.models, "resnet34", offline)
+    with pytest.raises(TeacherWeightsError) as error:
+        create_model("resnet34_teacher", num_classes=1000, weights="imagenet")
+    message = str(error.value)
+    assert "train.teacher_weights" in message and "imagenet.teacher_weights" in message
+    assert "teacher_weights" in schema()["properties"]["train"]["properties"]
+    workflow_schema = yaml.safe_load((Path(__file__).resolve().parents[1] /
+                                      "workflow/schemas/config.schema.yaml").read_text())
+    assert "teacher_weights" in workflow_schema["properties"]["imagenet"]["properties"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ir2net.cli import main
 from ir2net.config import ConfigError, load_config
-from ir2net.experiments import build_runs
+from ir2net.experiments import build_runs, role_label
 from ir2net.longruns import continue_runs, load_plan
 from ir2net.training import TrainingError, TrainingStopped, run
 
@@ -38,7 +38,7 @@ def test_the_plan_holds_the_paper_profiles_runs_with_their_settings():
         settings = {**plan.settings, **planned.settings}
         assert {k: v for k, v in settings.items() if k not in SPEED_ONLY} == identity
         for table, row in planned.rows.items():
-            assert (table, row) in spec.roles
+            assert (table, row) in {(role["table"], role_label(role)) for role in spec.roles}
         config = load_config(planned.recipe, [*planned.overrides(plan.settings), "data.root=x"])
         assert config["train"]["epochs"] == 500 and config["train"]["batch_size"] == 128
         assert config["train"]["lr"] == 0.11 and config["data"]["train_subset"] is None
@@ -148,3 +148,26 @@ def test_a_checkpoint_of_another_config_leaves_the_run_folder_as_it_was(tmp_path
     with pytest.raises(TrainingError, match="different config"):
         run(load_config("cifar10_resnet20_bireal", synthetic + ["train.lr=0.2"]), folder)
     assert (folder / "config.yaml").read_text() == before
+
+
+def started_longruns():
+    return sorted(path.parents[1] for path in
+                  (ROOT / "results" / "longruns").glob("*/checkpoint/last.pt"))
+
+
+@pytest.mark.parametrize("folder", started_longruns() or [None],
+                         ids=lambda folder: folder.name if folder else "none-started")
+def test_a_committed_long_run_still_resumes_with_this_code(folder):
+    """A schema change that alters the digest of a started run's config would orphan its
+    checkpoint (days of training): its config must still resolve to the same digest, and its
+    planned settings must still give that config."""
+    if folder is None:
+        pytest.skip("no published-schedule run is in progress")
+    from ir2net.config import config_digest
+    from ir2net.longruns import planned_config
+
+    state = torch.load(folder / "checkpoint" / "last.pt", map_location="cpu", weights_only=True)
+    started = load_config(str(folder / "config.yaml"))
+    assert config_digest(started) == state["config_digest"]
+    plan = load_plan(folder.parent)
+    assert config_digest(planned_config(plan, plan.get(folder.name))) == state["config_digest"]

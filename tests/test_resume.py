@@ -1,6 +1,5 @@
 """Kill a training run at a random step, rerun it: the result is exactly an uninterrupted run's."""
 import json
-import os
 import random
 import signal
 import subprocess

@@ -98,3 +98,29 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
         assert metrics["resumed_from_epoch"] is not None, run  # continued its checkpoint
         assert metrics["steps"] == steps, run
     assert (work / "output/smoke/report/report.html").is_file()
+
+
+def test_a_training_job_at_its_time_budget_requeues_itself_and_finishes(tmp_path):
+    """What the SLURM profile's train jobs do before their time limit: `--stop-after` ends
+    the segment cleanly and `--requeue-on-stop` puts the same job back in the queue; every
+    start continues the checkpoint until the run is complete."""
+    folder = tmp_path / "run"
+    command = (f"{BIN}/ir2net train --config cifar10_resnet20_bireal --out {folder} --threads 1 "
+               "--stop-after 5s --requeue-on-stop --set data.dataset=synthetic "
+               "--set data.synthetic.train_size=256 --set data.synthetic.test_size=32 "
+               "--set train.batch_size=16 --set train.epochs=3 --set eval.batch_size=32")
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--requeue", "-c", "1", "--mem=2000", "-o",
+         str(tmp_path / "slurm-%j.out"), "--open-mode=append", "--wrap", command],
+        capture_output=True, text=True, check=True)
+    job = submitted.stdout.strip().split(";")[0]
+    deadline = time.time() + 900
+    while time.time() < deadline and any(j == job for j, _, _ in slurm_jobs()):
+        time.sleep(1)
+    log = "\n".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert (folder / "metrics.json").is_file(), log[-4000:]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    budget_stops = [s for s in metrics["segments"] if "time budget" in (s["ended_by"] or "")]
+    assert budget_stops and metrics["segments"][-1]["ended_by"] == "complete"
+    assert f"SLURM job {job} requeued" in log
+    assert metrics["steps"] == 3 * (256 // 16)

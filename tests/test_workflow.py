@@ -1,8 +1,10 @@
 """The Snakemake workflow: job counts per profile, config errors, the smoke DAG end to end,
 and the committed tables regenerated from the committed run records."""
 import filecmp
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +55,8 @@ def test_dry_run_has_every_run_once(profile, tmp_path):
     config = {**default, **config}
     assert counts["train"] == expected_train_jobs(
         path, config["seeds"], config["lambda_grid"], config["table3_backbones"])
-    for rule in ("tables", "figure7", "attention_maps", "report", "imagenet_standin", "all"):
+    for rule in ("accuracy_tables", "complexity_tables", "figures", "attention_maps", "report",
+                 "imagenet_standin", "all"):
         assert counts[rule] == 1
 
 
@@ -109,10 +112,17 @@ def test_lambda_015_ires_run_is_table1s():
     runs = build_runs(config)
     roles = {spec.run_id: spec.roles for spec in runs.values()}
     shared = [r for r, spec_roles in roles.items()
-              if ("table1", "IRes") in spec_roles]
-    assert len(shared) == 1 and ("figure7", "IRes|0.15") in roles[shared[0]]
-    baseline = [r for r, spec_roles in roles.items() if ("table1", "Baseline") in spec_roles][0]
-    assert ("figure7", "IRes|0") in roles[baseline]
+              if {"table": "table1", "row": "IRes"} in spec_roles]
+    assert len(shared) == 1
+    assert {"table": "figure7", "series": "IRes", "lambda": 0.15} in roles[shared[0]]
+    baseline = [r for r, spec_roles in roles.items()
+                if {"table": "table1", "row": "Baseline"} in spec_roles][0]
+    assert {"table": "figure7", "series": "IRes", "lambda": 0} in roles[baseline]
+
+
+def git_status(folder) -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=folder,
+                          capture_output=True, text=True, check=True).stdout
 
 
 def test_smoke_dag_end_to_end(tmp_path):
@@ -126,6 +136,7 @@ def test_smoke_dag_end_to_end(tmp_path):
             subprocess.run(["cp", "-r", str(src), str(work / path)], check=True)
         else:
             subprocess.run(["cp", str(src), str(work / path)], check=True)
+    status_before = git_status(work)
     result = snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=work,
                        timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -133,13 +144,26 @@ def test_smoke_dag_end_to_end(tmp_path):
     for i in range(1, 7):
         for ext in ("csv", "md", "tex"):
             assert (out / "results" / "tables" / f"table{i}.{ext}").stat().st_size > 0
-    for name in ("fig7.png", "fig7.pdf", "attention.png"):
-        assert (out / "results" / "figures" / name).stat().st_size > 0
+    for name in ("fig7", "ires_coverage", "training_curves", "paper_comparison"):
+        for ext in ("png", "pdf"):
+            assert (out / "results" / "figures" / f"{name}.{ext}").stat().st_size > 0
+    assert (out / "results" / "figures" / "attention.png").stat().st_size > 0
     report = (out / "report" / "report.md").read_text()
     assert "short schedules" in report and "SYNTHETIC" in report
-    assert (out / "report" / "report.html").read_text().count("data:image/png;base64") == 2
+    assert "When does IRes act?" in report and "Training curves of Table I" in report
+    assert (out / "report" / "report.html").read_text().count("data:image/png;base64") == 5
     again = snakemake("-n", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=work)
     assert "Nothing to be done" in again.stdout + again.stderr  # nothing is trained twice
+    html = work / "output" / "smoke" / "snakemake-report.html"
+    built = snakemake("--report", str(html), "--configfile", "config/smoke.yaml", cwd=work)
+    assert built.returncode == 0, built.stderr[-3000:]
+    text = html.read_text()
+    assert html.stat().st_size > 10_000 and "table1.md" in text and "paper_comparison.png" in text
+    benchmarks = list((work / "logs" / "smoke" / "train").glob("*.benchmark.tsv"))
+    assert len(benchmarks) == len(list((out / "runs").glob("*/metrics.json")))
+    log = (work / "logs" / "smoke" / "train" / "cifar10-resnet20_bireal-bin-cirec-lam0.15-s0.log")
+    assert "epoch 1/1: train loss" in log.read_text()  # one line per epoch in the job's log
+    assert git_status(work) == status_before  # the DAG writes nothing that git tracks
 
 
 RECORDS = ROOT / "results" / "records" / "default"
@@ -151,32 +175,59 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path):
     from ir2net.reporting import build_tables, load_records, write_tables
 
     config, records = load_records(RECORDS)
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    longruns = config.get("longruns_dir", schema["properties"]["longruns_dir"]["default"])
-    write_tables(build_tables(config, records, read_progress(ROOT / longruns)), tmp_path)
-    committed = ROOT / config["results_dir"] / "tables"
+    write_tables(build_tables(config, records, read_progress(ROOT / "results/longruns")),
+                 tmp_path)
+    committed = ROOT / "results" / "tables"
     for path in sorted(tmp_path.iterdir()):
         assert filecmp.cmp(path, committed / path.name, shallow=False), \
             f"{committed / path.name} differs from what the committed records give"
 
 
+@pytest.mark.skipif(not RECORDS.is_dir(), reason="no committed run records")
+def test_renders_are_byte_identical_and_the_committed_report_is_one(tmp_path):
+    """The committed report is a function of the committed records: rendering it twice gives
+    the same bytes, figures included, and the same report.md as the committed one."""
+    from ir2net.cli import main
+
+    renders = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        (out / "figures").mkdir(parents=True)
+        (out / "figures" / "attention.png").write_bytes(
+            (ROOT / "results" / "figures" / "attention.png").read_bytes())  # needs weights
+        assert main(["render", "--records", str(RECORDS), "--tables", str(out / "tables"),
+                     "--figures", str(out / "figures"), "--report", str(out / "report"),
+                     "--longruns", str(ROOT / "results/longruns"),
+                     "--divergences", str(ROOT / "docs/divergences.md"),
+                     "--benchmark", str(ROOT / "results/bench/cpu_bf16.json")]) == 0
+        renders.append(out)
+    files = sorted(p.relative_to(renders[0]) for p in renders[0].rglob("*") if p.is_file())
+    assert len(files) > 20
+    for relative in files:
+        assert filecmp.cmp(renders[0] / relative, renders[1] / relative, shallow=False), relative
+    committed = (ROOT / "report" / "report.md").read_text()
+    assert (renders[0] / "report" / "report.md").read_text() == committed
+
+
 def test_schedules_override_the_dataset_section_but_not_the_run_itself(tmp_path):
-    """Later `--set` items win: the default profile's ResNet-18 schedule shrinks the data
-    subsets set in `cifar10:`, train_overrides reach every job, and a run stays itself."""
+    """Later settings win: the default profile's ResNet-18 schedule shrinks the data
+    subsets set in `cifar10:`, train_overrides reach every job, and a run stays itself;
+    each job gets its typed settings from the run table as one JSON argument."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     files = ["config/config.yaml"]
     if not (ROOT / config["cifar10"]["root"]).exists():  # a checkout without ../shared
         files.append(overrides(tmp_path, {"cifar10": {"root": str(tmp_path)}}))
     result = snakemake("-n", "-p", "--forceall", "--cores", "2", "--configfile", *files)
     assert result.returncode == 0, result.stderr
-    commands = [line for line in result.stdout.splitlines() if "ir2net train" in line]
+    commands = [line for line in result.stdout.splitlines() if "ir2net.cli train" in line]
     assert commands
     resnet18 = next(c for c in commands if "cifar10-resnet18_cifar-bin" in c)
-    sets = re.findall(r"--set '([^=]+)=([^']*)'", resnet18)
-    last = {key: value for key, value in sets}
-    assert last["data.train_subset"] == "2000" and last["data.test_subset"] == "2000"
+    settings = [json.loads(shlex.split(c.split("--settings ", 1)[1])[0]) for c in commands]
+    last = json.loads(shlex.split(resnet18.split("--settings ", 1)[1])[0])
+    assert last["data.train_subset"] == 2000 and last["data.test_subset"] == 2000
     assert last["model.name"] == "resnet18_cifar" and last["model.precision"] == "binary"
-    assert all("model.binary_dtype=bfloat16" in c for c in commands)
+    assert list(last)[-1] == "seed" and last["model.recovery.enabled"] is True  # typed
+    assert all(s["model.binary_dtype"] == "bfloat16" for s in settings)
 
 
 def test_export_records_needs_finished_runs(tmp_path, capsys):
@@ -187,3 +238,46 @@ def test_export_records_needs_finished_runs(tmp_path, capsys):
                  "--to", str(tmp_path / "out")]) == 2
     assert "holds no finished run" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_dag_parses_where_torch_cannot_be_imported(tmp_path):
+    """Parsing the workflow imports nothing that imports torch (and no installed package:
+    the run table comes from the source beside the workflow)."""
+    blocker = tmp_path / "blocker" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""),
+           "PYTHONPATH": str(blocker.parent)}
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    files = ["config/config.yaml"]
+    if not (ROOT / config["cifar10"]["root"]).exists():
+        files.append(overrides(tmp_path, {"cifar10": {"root": str(tmp_path)}}))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores",
+                             "2", "--configfile", *files], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert job_counts(result.stdout)["train"] == 34
+
+
+def test_deployed_as_a_module_the_smoke_dag_runs_in_another_folder(tmp_path):
+    """The catalog's standardized usage: a folder with its own config/ and a Snakefile that
+    uses every rule of this workflow as a module; nothing is installed from it."""
+    deploy = tmp_path / "deploy"
+    (deploy / "config").mkdir(parents=True)
+    (deploy / "workflow").mkdir()
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    (deploy / "config" / "config.yaml").write_text(yaml.safe_dump(smoke))
+    (deploy / "workflow" / "Snakefile").write_text(
+        'configfile: "config/config.yaml"\n\n\n'
+        f'module ir2net:\n    snakefile:\n        "{ROOT / "Snakefile"}"\n'
+        '    config:\n        config\n\n\nuse rule * from ir2net\n')
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=deploy,
+                            env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = deploy / "output" / "smoke"
+    report = (out / "report" / "report.md").read_text()
+    assert "Where the paper and the authors' code differ" in report  # found from the workflow
+    assert (out / "results" / "tables" / "table1.md").is_file()
+    assert (out / "runs" / "run-table.yaml").is_file()

@@ -1,13 +1,17 @@
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import yaml
 from snakemake.utils import validate
 
-from ir2net.experiments import SCHEDULE_GROUPS, build_runs
-from ir2net.models import list_models
+# The run table comes from the package's source next to this workflow (no install needed,
+# e.g. deployed as a module), and parsing imports nothing that imports torch.
+sys.path.insert(0, str(Path(workflow.current_basedir).parents[1]))
+from ir2net.experiments import (SCHEDULE_GROUPS, TABLE3_BACKBONES, build_runs,  # noqa: E402
+                                run_table)
 
 
 if not config:
@@ -22,9 +26,9 @@ def _config_error(key, message):
 
 
 for _index, _name in enumerate(config["table3_backbones"]):
-    if _name not in list_models():
-        _config_error(f"table3_backbones[{_index}]", f"unknown backbone {_name!r}; available: "
-                      f"{', '.join(list_models())}")
+    if _name not in TABLE3_BACKBONES:
+        _config_error(f"table3_backbones[{_index}]", f"unknown backbone {_name!r}; Table III "
+                      f"has: {', '.join(TABLE3_BACKBONES)}")
 
 for _group in config["schedules"]:
     if _group not in SCHEDULE_GROUPS:
@@ -61,11 +65,19 @@ else:
     _config_error("imagenet.root", "this profile needs ImageNet (train/ and val/ class folders) "
                   "and does not allow a stand-in; set imagenet.root")
 
+# Files of the workflow itself are found from its own location, so that the workflow also
+# runs deployed as a module (the catalog's standardized usage) from another folder.
+DIVERGENCES = workflow.source_path("../../docs/divergences.md")
 RUNS_DIR = config["runs_dir"]
 RESULTS = config["results_dir"]
 REPORT = config["report_dir"]
 LOGS = f"logs/{config['profile']}"
 RUNS = build_runs(config)
+RUN_TABLE = run_table(config, RUNS)  # the experiment plan, computed once
+RUN_TABLE_FILE = f"{RUNS_DIR}/run-table.yaml"
+# the package from the source beside this workflow, whether or not it is installed
+SOURCE = str(Path(workflow.current_basedir).parents[1])
+IR2NET = f"PYTHONPATH={SOURCE}${{PYTHONPATH:+:$PYTHONPATH}} python -m ir2net.cli"
 
 
 wildcard_constraints:
@@ -86,10 +98,20 @@ def train_inputs(wildcards):
 
 
 def train_settings(wildcards):
-    spec = RUNS[wildcards.run]
-    settings = spec.settings(RUNS_DIR, config["train_overrides"],
-                             config["schedules"].get(spec.schedule, {}))
-    return " ".join(f"--set '{item}'" for item in settings)
+    """The run's typed settings from the run table, as one JSON argument."""
+    entry = next(run for run in RUN_TABLE["runs"] if run["id"] == wildcards.run)
+    return json.dumps(entry["settings"], sort_keys=False)
+
+
+def requeue_settings(wildcards, resources):
+    """Under the SLURM profile: stop `requeue_margin_minutes` before the job's time limit,
+    write the checkpoint and requeue the job, which then continues (ir2net train
+    --stop-after ... --requeue-on-stop)."""
+    runtime = getattr(resources, "runtime", None)
+    if not config["requeue_on_stop"] or not runtime:
+        return ""
+    budget = max(int(runtime) - config["requeue_margin_minutes"], 1)
+    return f"--stop-after {budget}m --requeue-on-stop"
 
 
 def all_metrics():
@@ -99,18 +121,28 @@ def all_metrics():
 def table1_weights():
     rows = {"FP", "Baseline", "IRes+CIRec"}
     return sorted({f"{run_folder(spec.run_id)}/model.pt" for spec in RUNS.values()
-                   for table, row in spec.roles if table == "table1" and row in rows})
+                   for role in spec.roles if role["table"] == "table1" and role["row"] in rows})
 
 
 LONGRUNS = config["longruns_dir"]
-TABLE_FILES = ([f"table{i}" for i in range(1, 7)]
-               + (["published"] if LONGRUNS and Path(LONGRUNS, "plan.yaml").is_file() else []))
-TABLES = [f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_FILES for ext in ("csv", "md", "tex")]
+WITH_LONGRUNS = bool(LONGRUNS) and Path(LONGRUNS, "plan.yaml").is_file()
+ACCURACY_TABLES = (["published"] if WITH_LONGRUNS else []) + ["table1", "table3", "table4"]
+COMPLEXITY_TABLES = ["table2", "table5", "table6"]
+
+
+def table_files(names):
+    return [f"{RESULTS}/tables/{name}.{ext}" for name in names for ext in ("csv", "md", "tex")]
+
+
+TABLES = table_files(ACCURACY_TABLES) + table_files(COMPLEXITY_TABLES)
+FIGURES = [f"{RESULTS}/figures/{name}.{ext}" for name in
+           ("fig7", "ires_coverage", "training_curves", "paper_comparison") for ext in ("png", "pdf")]
+LONGRUNS_OPTION = f"--longruns {LONGRUNS}" if WITH_LONGRUNS else ""
 
 
 def longrun_progress():
     """The committed progress of the published-schedule runs (an input of the tables)."""
-    if "published" not in TABLE_FILES:
+    if not WITH_LONGRUNS:
         return []
     return sorted(str(path) for path in Path(LONGRUNS).glob("*/progress.json")) + \
         [f"{LONGRUNS}/plan.yaml"]

@@ -1,81 +1,137 @@
-rule tables:
+localrules:
+    run_table,
+    accuracy_tables,
+    complexity_tables,
+    figures,
+    attention_maps,
+    report,
+    publish,
+
+
+rule accuracy_tables:
     input:
         all_metrics(),
         longrun_progress(),
-        workflow_config=f"{RUNS_DIR}/workflow-config.yaml",
+        run_table=RUN_TABLE_FILE,
     output:
         [report(path, caption="../report/tables.rst", category="Tables")
-         if path.endswith(".md") else path for path in TABLES],
+         if path.endswith(".md") else path for path in table_files(ACCURACY_TABLES)],
     log:
-        f"{LOGS}/tables.log",
+        f"{LOGS}/accuracy_tables.log",
     params:
-        records=lambda wildcards, input: os.path.dirname(input.workflow_config),
+        records=lambda wildcards, input: os.path.dirname(input.run_table),
         out=lambda wildcards, output: os.path.dirname(output[0]),
-        longruns=f"--longruns {LONGRUNS}" if "published" in TABLE_FILES else "",
+        longruns=LONGRUNS_OPTION,
+        cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "ir2net tables --records {params.records} --out {params.out} {params.longruns} > {log} 2>&1"
+        "{params.cli} tables --which accuracy --records {params.records} --out {params.out}"
+        " {params.longruns} > {log} 2>&1"
 
 
-rule figure7:
+rule complexity_tables:
+    output:
+        [report(path, caption="../report/tables.rst", category="Tables")
+         if path.endswith(".md") else path for path in table_files(COMPLEXITY_TABLES)],
+    log:
+        f"{LOGS}/complexity_tables.log",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+        cli=IR2NET,
+    conda:
+        "../envs/ir2net.yaml"
+    shell:
+        "{params.cli} tables --which complexity --out {params.out} > {log} 2>&1"
+
+
+rule figures:
     input:
         all_metrics(),
-        workflow_config=f"{RUNS_DIR}/workflow-config.yaml",
+        longrun_progress(),
+        run_table=RUN_TABLE_FILE,
     output:
-        png=report(f"{RESULTS}/figures/fig7.png", caption="../report/fig7.rst",
-                   category="Figures"),
-        pdf=f"{RESULTS}/figures/fig7.pdf",
+        [report(path, caption=f"../report/{os.path.basename(path)[:-4]}.rst", category="Figures")
+         if path.endswith(".png") else path for path in FIGURES],
     log:
-        f"{LOGS}/figure7.log",
+        f"{LOGS}/figures.log",
     params:
-        records=lambda wildcards, input: os.path.dirname(input.workflow_config),
-        out=lambda wildcards, output: os.path.dirname(output.png),
+        records=lambda wildcards, input: os.path.dirname(input.run_table),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+        longruns=LONGRUNS_OPTION,
+        cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "ir2net figures --records {params.records} --out {params.out} > {log} 2>&1"
+        "{params.cli} figures --records {params.records} --out {params.out} {params.longruns}"
+        " > {log} 2>&1"
 
 
 rule attention_maps:
     input:
         table1_weights(),
         all_metrics(),
-        workflow_config=f"{RUNS_DIR}/workflow-config.yaml",
+        run_table=RUN_TABLE_FILE,
     output:
         report(f"{RESULTS}/figures/attention.png", caption="../report/attention.rst",
                category="Figures"),
     log:
         f"{LOGS}/attention_maps.log",
     params:
-        records=lambda wildcards, input: os.path.dirname(input.workflow_config),
+        records=lambda wildcards, input: os.path.dirname(input.run_table),
+        cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "ir2net attention --records {params.records} --out {output} > {log} 2>&1"
+        "{params.cli} attention --records {params.records} --out {output} > {log} 2>&1"
 
 
 rule report:
     input:
         TABLES,
-        fig7=f"{RESULTS}/figures/fig7.png",
+        FIGURES,
         attention=f"{RESULTS}/figures/attention.png",
-        divergences="docs/divergences.md",
-        workflow_config=f"{RUNS_DIR}/workflow-config.yaml",
+        divergences=DIVERGENCES,
+        run_table=RUN_TABLE_FILE,
     output:
         md=f"{REPORT}/report.md",
         html=report(f"{REPORT}/report.html", caption="../report/report.rst", category="Report"),
     log:
         f"{LOGS}/report.log",
     params:
-        records=lambda wildcards, input: os.path.dirname(input.workflow_config),
-        tables=lambda wildcards, input: os.path.dirname(input[0]),
-        figures=lambda wildcards, input: os.path.dirname(input.fig7),
+        records=lambda wildcards, input: os.path.dirname(input.run_table),
+        tables=f"{RESULTS}/tables",
+        figures=f"{RESULTS}/figures",
         out=lambda wildcards, output: os.path.dirname(output.md),
         benchmark=(f"--benchmark {config['benchmark_json']}" if config["benchmark_json"] else ""),
+        cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "ir2net report --records {params.records} --tables {params.tables}"
+        "{params.cli} report --records {params.records} --tables {params.tables}"
         " --figures {params.figures} --out {params.out} --divergences {input.divergences}"
         " {params.benchmark} > {log} 2>&1"
+
+
+# `snakemake publish`: after the main job, copy the profile's run records into the
+# repository and render the committed tables, figures and report from them (config
+# `publish:`). Not part of `all`, and it has no output files: it runs whenever asked.
+rule publish:
+    input:
+        rules.report.output,
+        attention=f"{RESULTS}/figures/attention.png",
+    log:
+        f"{LOGS}/publish.log",
+    params:
+        to=config["publish"],
+        longruns=LONGRUNS if WITH_LONGRUNS else "''",
+        benchmark=config["benchmark_json"] or "''",
+        divergences=DIVERGENCES,
+        cli=IR2NET,
+    conda:
+        "../envs/ir2net.yaml"
+    shell:
+        "{params.cli} publish --runs {RUNS_DIR} --records {params.to[records]}"
+        " --tables {params.to[tables]} --figures {params.to[figures]} --report {params.to[report]}"
+        " --attention {input.attention} --longruns {params.longruns}"
+        " --divergences {params.divergences} --benchmark {params.benchmark} > {log} 2>&1"

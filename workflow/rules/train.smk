@@ -1,14 +1,15 @@
-rule workflow_config:
+rule run_table:
     output:
-        f"{RUNS_DIR}/workflow-config.yaml",
+        RUN_TABLE_FILE,
     log:
-        f"{LOGS}/workflow_config.log",
+        f"{LOGS}/run_table.log",
     params:
-        config=json.dumps(config),
-    conda:
-        "../envs/ir2net.yaml"
-    shell:
-        "ir2net save-config --json {params.config:q} --out {output} > {log} 2>&1"
+        table=RUN_TABLE,  # rewritten whenever the plan changes
+    run:
+        tmp = f"{output[0]}.tmp"
+        with open(tmp, "w") as handle:
+            yaml.safe_dump(params.table, handle, sort_keys=False, allow_unicode=True)
+        os.replace(tmp, output[0])
 
 
 rule imagenet_standin:
@@ -20,10 +21,11 @@ rule imagenet_standin:
         source=("--synthetic" if config["cifar10"]["dataset"] == "synthetic"
                 else f"--source {config['cifar10']['root']}"),
         standin=config["imagenet"]["standin"],
+        cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "ir2net standin {params.source} --out {output} --classes {params.standin[classes]}"
+        "{params.cli} standin {params.source} --out {output} --classes {params.standin[classes]}"
         " --train-per-class {params.standin[train_per_class]}"
         " --val-per-class {params.standin[val_per_class]} --size {params.standin[image_size]}"
         " > {log} 2>&1"
@@ -37,15 +39,20 @@ rule train:
         model=f"{RUNS_DIR}/{{run}}/model.pt",
     log:
         f"{LOGS}/train/{{run}}.log",
+    benchmark:
+        f"{LOGS}/train/{{run}}.benchmark.tsv"
     params:
         recipe=lambda wildcards: RUNS[wildcards.run].recipe,
         settings=train_settings,
         folder=lambda wildcards, output: os.path.dirname(output.metrics),
+        requeue=requeue_settings,
+        cli=IR2NET,
     threads: config["threads"]
     resources:
         mem_mb=8000,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "ir2net train --config {params.recipe} --out {params.folder} --threads {threads}"
-        " --no-progress --on-config-change restart {params.settings} > {log} 2>&1"
+        "{params.cli} train --config {params.recipe} --out {params.folder} --threads {threads}"
+        " --on-config-change restart {params.requeue} --settings {params.settings:q}"
+        " > {log} 2>&1"

@@ -1,0 +1,239 @@
+"""Figures: Figure 7 (top-1 against λ), when IRes acts (mask coverage per epoch),
+training curves of Table I, ours beside the paper, and attention maps (Fig. 1 / 8).
+
+Every figure is written as PNG and PDF without timestamps or other volatile metadata, so
+two renders of the same records are byte-identical.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from .. import artifacts
+from ..paper import paper_values
+from ..experiments import FIGURE7_SERIES
+from .records import load_records, roles
+
+__all__ = ["figure7", "coverage_figure", "training_curves", "paper_comparison",
+           "attention_figure", "save_figure"]
+
+#: No creation dates or producer versions in the files: renders are reproducible.
+_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None,
+                                               "Producer": None, "Creator": None}}
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    matplotlib.rcParams["svg.hashsalt"] = "ir2net"
+    return plt, sns
+
+
+def save_figure(fig, stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Write ``stem.png`` / ``stem.pdf`` atomically, without volatile metadata; close ``fig``."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for suffix in formats:
+        path = stem.with_name(f"{stem.name}.{suffix}")
+        artifacts.atomic_write(path, lambda f: fig.savefig(f, format=suffix,
+                                                           metadata=_METADATA[suffix]), mode="wb")
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def _figure7_frame(plan: dict, records: dict) -> pd.DataFrame:
+    rows = []
+    for run, role in roles(plan, "figure7"):
+        record = records.get(run["id"])
+        if record is not None:
+            rows.append({"series": role["series"], "lambda": float(role["lambda"]),
+                         "seed": run["seed"], "top1": record["metrics"]["final"]["top1"]})
+    return pd.DataFrame(rows, columns=["series", "lambda", "seed", "top1"])
+
+
+def figure7(plan: dict, records: dict, out_dir: str | Path) -> list[Path]:
+    """Figure 7: top-1 against lambda for IRes and IRes+IRec; the paper's choice marked."""
+    plt, sns = _pyplot()
+    frame = _figure7_frame(plan, records)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=150)
+    if not frame.empty:
+        sns.lineplot(data=frame, x="lambda", y="top1", hue="series", marker="o", ax=ax,
+                     hue_order=[s for s, _ in FIGURE7_SERIES],
+                     errorbar="sd" if frame["seed"].nunique() > 1 else None)
+    chosen = paper_values()["figure7"]["chosen_lambda"]
+    ax.axvline(chosen, color="grey", linestyle="--", linewidth=1)
+    ax.text(chosen, ax.get_ylim()[0], f" paper's λ = {chosen}", color="grey", va="bottom",
+            fontsize=8)
+    ax.set_xlabel("λ (Eq. 9)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"Figure 7 ({plan['profile']} profile, final epoch)")
+    fig.tight_layout()
+    return save_figure(fig, out_dir / "fig7")
+
+
+def _coverage_frame(plan: dict, records: dict, longruns: Optional[list[dict]]) -> pd.DataFrame:
+    """Per epoch, the % of input pixels IRes removed (history ``ires_removed``) for every
+    Figure 7 run and every published-schedule run that restricts."""
+    rows = []
+    for run, role in roles(plan, "figure7"):
+        record = records.get(run["id"])
+        for entry in record["metrics"]["history"] if record else []:
+            if entry.get("ires_removed") is not None:
+                rows.append({"panel": f"{plan['profile']} profile", "series": role["series"],
+                             "run": f"λ = {float(role['lambda']):g}", "epoch": entry["epoch"],
+                             "removed": 100 * entry["ires_removed"]})
+    for entry in longruns or []:
+        label = " / ".join(row.replace("|", " ") for row in entry.get("rows", {}).values())
+        for epoch in entry.get("history", []):
+            if epoch.get("ires_removed") is not None:
+                rows.append({"panel": "published schedule (results/longruns)", "series": label,
+                             "run": label, "epoch": epoch["epoch"],
+                             "removed": 100 * epoch["ires_removed"]})
+    return pd.DataFrame(rows, columns=["panel", "series", "run", "epoch", "removed"])
+
+
+def coverage_figure(plan: dict, records: dict, out_dir: str | Path,
+                    longruns: Optional[list[dict]] = None) -> list[Path]:
+    """When does IRes act?  The fraction of input pixels its mask removed, per epoch, for
+    each λ of Figure 7 (and the published-schedule runs): 0 % means the masked pass repeats
+    the original one."""
+    plt, sns = _pyplot()
+    frame = _coverage_frame(plan, records, longruns)
+    panels = list(dict.fromkeys(frame["panel"])) or [f"{plan['profile']} profile"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), dpi=150,
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        part = frame[frame["panel"] == panel]
+        if not part.empty:
+            sns.lineplot(data=part, x="epoch", y="removed", hue="run", style="series",
+                         marker="o" if part["epoch"].nunique() < 20 else None, ax=ax)
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no IRes run has finished", ha="center", transform=ax.transAxes)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("input pixels removed by the IRes mask (%)")
+    fig.tight_layout()
+    return save_figure(fig, Path(out_dir) / "ires_coverage")
+
+
+def attention_figure(runs_dir: str | Path, out_path: str | Path, images: int = 6) -> Path:
+    """Attention maps (Eq. 5 of the last stage, upsampled) of FP, Baseline and IR²Net on the
+    same test images, in the manner of the paper's Fig. 1 / 8."""
+    plt, _ = _pyplot()
+    import torch
+    import torch.nn.functional as F
+
+    from ..config import resolve_config
+    from ..data import IMAGENET_MEAN, IMAGENET_STD, balanced_subset, load_small_split
+    from ..restriction import attention_map
+    from ..training import build_model
+
+    runs_dir = Path(runs_dir)
+    plan, records = load_records(runs_dir)
+    chosen = {row: record_id for row, record_id in _table1_runs(plan, records).items()
+              if row in ("FP", "Baseline", "IRes+CIRec")}
+    labels = {"FP": "FP", "Baseline": "Baseline (BNN)", "IRes+CIRec": "IR²Net"}
+    order = [row for row in ("FP", "Baseline", "IRes+CIRec") if row in chosen]
+    run_config = resolve_config(records[chosen[order[0]]]["config"])
+    split = balanced_subset(load_small_split(run_config["data"], "test"), images)
+    pixels = split.images.float() / 255
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    inputs = (pixels - mean) / std
+    fig, axes = plt.subplots(len(order) + 1, images, figsize=(1.6 * images, 1.7 * (len(order) + 1)),
+                             dpi=120, squeeze=False)
+    for col in range(images):
+        axes[0][col].imshow(pixels[col].permute(1, 2, 0).numpy())
+        axes[0][col].set_title(split.classes[int(split.labels[col])], fontsize=7)
+    for row_index, row in enumerate(order, start=1):
+        run_config = resolve_config(records[chosen[row]]["config"])
+        model = build_model(run_config, len(split.classes))
+        model.load_state_dict(artifacts.load_state_dict(runs_dir / chosen[row]))
+        model.eval()
+        with torch.no_grad():
+            _, source = model(inputs, return_attention_source=True)
+            attention = F.interpolate(attention_map(source).unsqueeze(1), size=pixels.shape[-2:],
+                                      mode="bilinear", align_corners=True)[:, 0]
+        for col in range(images):
+            axes[row_index][col].imshow(pixels[col].permute(1, 2, 0).numpy())
+            axes[row_index][col].imshow(attention[col].numpy(), cmap="jet", alpha=0.5)
+        axes[row_index][0].set_ylabel(labels[row], fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Attention of the last stage (Eq. 5), test images", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, Path(out_path).with_suffix(""), ("png",))[0]
+
+
+def _table1_runs(plan: dict, records: dict) -> dict[str, str]:
+    """{Table I row: run id} of the first seed that finished each row."""
+    chosen = {}
+    for run, role in roles(plan, "table1"):
+        if run["id"] in records and role["row"] not in chosen:
+            chosen[role["row"]] = run["id"]
+    return chosen
+
+
+def training_curves(plan: dict, records: dict, out_dir: str | Path) -> list[Path]:
+    """Test top-1 and training loss per epoch of every Table I run."""
+    plt, sns = _pyplot()
+    rows = []
+    for row, run_id in _table1_runs(plan, records).items():
+        for entry in records[run_id]["metrics"]["history"]:
+            rows.append({"run": row, "epoch": entry["epoch"], "train loss": entry["train_loss"],
+                         "test top-1 (%)": entry.get("test", {}).get("top1")})
+    frame = pd.DataFrame(rows, columns=["run", "epoch", "train loss", "test top-1 (%)"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=150)
+    for ax, column in zip(axes, ("test top-1 (%)", "train loss")):
+        part = frame.dropna(subset=[column])
+        if not part.empty:
+            sns.lineplot(data=part, x="epoch", y=column, hue="run", marker="o", ax=ax)
+            ax.legend(fontsize=7)
+        ax.set_title(f"Table I runs ({plan['profile']} profile): {column}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, Path(out_dir) / "training_curves")
+
+
+def paper_comparison(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    """Ours (best epoch, as the authors report) beside the paper for Tables I and III, and
+    the published-schedule runs where there are any."""
+    plt, sns = _pyplot()
+    rows = []
+    for name, label in (("table1", "Table I"), ("table3", "Table III")):
+        frame = tables[name]
+        if "source" in frame:
+            frame = frame[frame["source"] == "ours"]
+        for record in frame.to_dict("records"):
+            method = record["method"] if name == "table1" else \
+                f"{record['backbone']} {record['method']}"
+            rows.append({"table": label, "method": method, "who": "paper",
+                         "top-1 (%)": record["paper_top1"]})
+            if record["best_top1"] is not None and not pd.isna(record["best_top1"]):
+                rows.append({"table": label, "method": method, "who": "ours (this profile)",
+                             "top-1 (%)": record["best_top1"]})
+    published = tables.get("published")
+    if published is not None:
+        for record in published.dropna(subset=["best_top1"]).to_dict("records"):
+            rows.append({"table": record["table"], "method": record["method"],
+                         "who": "ours, published schedule", "top-1 (%)": record["best_top1"]})
+    frame = pd.DataFrame(rows, columns=["table", "method", "who", "top-1 (%)"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=150)
+    for ax, label in zip(axes, ("Table I", "Table III")):
+        part = frame[frame["table"] == label]
+        if not part.empty:
+            sns.barplot(data=part, x="top-1 (%)", y="method", hue="who", ax=ax, orient="h")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(f"{label}: best-epoch top-1, ours and the paper's", fontsize=9)
+        ax.set_ylabel("")
+    fig.tight_layout()
+    return save_figure(fig, Path(out_dir) / "paper_comparison")

@@ -1,0 +1,123 @@
+"""The report: ``report.md`` and a self-contained ``report.html`` from the records, tables
+and figures of a profile.
+
+It holds only what the records decide (scores, schedules, data, hardware, code version), not
+the facts of one particular render (wall times, cache paths, dates): two renders of the same
+records are byte-identical, and wall times stay in the records.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from .. import artifacts
+from .records import load_records
+from .tables import CAPTIONS, TABLE_NAMES, to_markdown
+
+__all__ = ["write_report", "FIGURES"]
+
+#: (title, file) of the figures the report shows, in order, where they exist.
+FIGURES = (("Ours beside the paper (best epoch, as the authors report)", "paper_comparison.png"),
+           ("Figure 7: impact of λ", "fig7.png"),
+           ("When does IRes act? Pixels its mask removed, per epoch", "ires_coverage.png"),
+           ("Training curves of Table I", "training_curves.png"),
+           ("Attention maps (paper Fig. 1 / 8)", "attention.png"))
+
+
+def _provenance_rows(records: dict) -> pd.DataFrame:
+    rows = []
+    for run_id, record in records.items():
+        metrics, config = record["metrics"], record["config"]
+        hardware = metrics["provenance"]["hardware"]
+        git = metrics["provenance"]["git"]
+        train = config.get("train", {})
+        data = metrics["data"]
+        rows.append({
+            "run": run_id, "seed": metrics["seed"],
+            "data": f"{config.get('data', {}).get('dataset')} ({data['train_images']} train / "
+                    f"{data['test_images']} test images)" + (" SYNTHETIC" if data.get("synthetic") else ""),
+            "schedule": f"{metrics['epochs_completed']} epochs, {metrics['steps']} steps, batch "
+                        f"{train.get('batch_size')}",
+            "hardware": hardware.get("gpu") or f"{hardware.get('cpu')} ({hardware.get('torch_threads')} threads)",
+            "commit": (git.get("commit") or "unknown")[:10] + ("+dirty" if git.get("dirty") else ""),
+            "final top-1": f"{metrics['final']['top1']:.2f}",
+            "best top-1": f"{(metrics.get('best') or metrics['final'])['top1']:.2f}"})
+    return pd.DataFrame(rows)
+
+
+def _image_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: str | Path,
+                 out_dir: str | Path, divergences: Optional[str | Path] = None,
+                 benchmark: Optional[str | Path] = None) -> list[Path]:
+    """``report.md`` and a self-contained ``report.html`` (images embedded)."""
+    import markdown
+
+    plan, records = load_records(records_dir)
+    tables_dir, figures_dir, out_dir = Path(tables_dir), Path(figures_dir), Path(out_dir)
+    runs = [run["id"] for run in plan["runs"]]
+    finished = sum(run_id in records for run_id in runs)
+    schedule = ("the **published schedules** of the paper and the authors' code"
+                if plan.get("published_schedule") else
+                "**short schedules** (much shorter than the paper's; accuracies are far below "
+                "the paper's and show only that every run of the paper is wired and trains)")
+    lines = [f"# IR²Net reproduction report — `{plan['profile']}` profile", "",
+             f"**Headline.** This report comes from {schedule}. {plan.get('description', '')}",
+             "", f"Runs finished: {finished} of {len(runs)} (seeds {plan['seeds']}). "
+             "Rows marked *quoted* are numbers the paper quotes from other methods; they were "
+             "not re-run. A table cell is filled only from a finished run. *Final* is the last "
+             "epoch's test top-1; *best* the best epoch's, which is what the authors report "
+             "(it selects the epoch on the test set, so it is optimistic); the paper is compared "
+             "with *best*.", ""]
+    if (tables_dir / "published.md").is_file():
+        lines += ["The first table is not this profile's: it shows the runs at the paper's own "
+                  "schedule kept in `results/longruns/`, with how far each has trained.", ""]
+    for name in TABLE_NAMES:
+        if (tables_dir / f"{name}.md").is_file():
+            lines += [f"## {CAPTIONS[name]}", "", (tables_dir / f"{name}.md").read_text(), ""]
+    images = []
+    for title, file_name in FIGURES:
+        if (figures_dir / file_name).is_file():
+            lines += [f"## {title}", "", f"![{title}]({file_name})", ""]
+            images.append(figures_dir / file_name)
+    if benchmark and Path(benchmark).is_file():
+        bench = json.loads(Path(benchmark).read_text())
+        step, machine = bench["train_step"], bench["machine"]
+        lines += ["## Performance", "",
+                  f"`ir2net bench` on {machine.get('gpu') or machine['cpu']} "
+                  f"({machine['device']}): ResNet-20 IR²Net training step, batch "
+                  f"{step['batch_size']}: ours {step['ours_img_s']:.0f} img/s vs the authors' "
+                  f"formulation {step['reference_img_s']:.0f} img/s (**{step['speedup']:.2f}x**); "
+                  f"with the data pipeline {step['ours_with_data_img_s']:.0f} img/s; data "
+                  f"pipeline alone {bench['data']['img_s']:.0f} img/s.", ""]
+    provenance = _provenance_rows(records)
+    lines += ["## Provenance of every run", "",
+              f"Profile `{plan['profile']}`; CIFAR-10 from `{plan['cifar10']['root']}` "
+              f"({plan['cifar10']['dataset']}); ImageNet: {plan['imagenet']['description']}. "
+              "Wall times, hosts and every training segment are in each run's `metrics.json`.",
+              "", to_markdown(provenance) if not provenance.empty else "(no finished runs)", ""]
+    if divergences and Path(divergences).is_file():
+        text = Path(divergences).read_text().replace("# Where", "## Where", 1)
+        lines += [text, ""]
+    text = "\n".join(lines)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        shutil.copyfile(image, out_dir / image.name)
+    written = [artifacts.write_text(out_dir / "report.md", text)]
+    html_body = markdown.markdown(text, extensions=["tables"])
+    for image in images:
+        html_body = html_body.replace(f'src="{image.name}"', f'src="{_image_data_uri(image)}"')
+    html = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>IR²Net reproduction</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+            "table{border-collapse:collapse;font-size:12px;margin-bottom:1em}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head>"
+            f"<body>{html_body}</body></html>")
+    written.append(artifacts.write_text(out_dir / "report.html", html))
+    return written

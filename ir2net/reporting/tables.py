@@ -1,0 +1,324 @@
+"""Tables I-VI of the paper, and the published-schedule rows, from run records and models.
+
+Each table is built once as a pandas frame with every column (written as ``.csv``, for
+machines) and printed as the paper would print it (``.md`` through ``to_markdown``,
+``.tex`` through ``Styler.to_latex`` with booktabs): the columns a reader needs, numbers
+right-aligned, one caption.  Tables II, V and VI come from the models alone
+(:func:`complexity_tables`); Tables I, III and IV from the runs that fill them
+(:func:`accuracy_tables`).
+
+Accuracy columns: *final* is the last epoch's test top-1; *best* the best epoch's, which is
+what the authors' scripts report (selected on the test set, so optimistic).  The paper is
+compared with *best*, the like-for-like figure.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+
+from .. import artifacts
+from ..paper import paper_values
+from .complexity_tables import table2_rows, table5_rows, table6_rows
+from ..experiments import role_label
+from .records import roles
+
+__all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "CAPTIONS", "build_tables",
+           "accuracy_tables", "complexity_tables", "published_table", "write_tables",
+           "printed", "to_markdown"]
+
+ACCURACY_TABLES = ("published", "table1", "table3", "table4")
+COMPLEXITY_TABLES = ("table2", "table5", "table6")
+TABLE_NAMES = ("published", "table1", "table2", "table3", "table4", "table5", "table6")
+ROMAN_TABLES = {"table1": "Table I", "table3": "Table III"}
+
+CAPTIONS = {
+    "published": "Tables I and III at the published schedule (500 epochs, all 50,000 training "
+                 "images; results/longruns), top-1 %. Best is the best epoch's test score, as the "
+                 "authors report it (selected on the test set); final is the last epoch's",
+    "table1": "Table I: ablation on CIFAR-10, ResNet-20 (Bi-Real structure), top-1 %",
+    "table2": "Table II: r and g on CIFAR-10 with the Eq. 17 / Eq. 18 costs",
+    "table3": "Table III: CIFAR-10 comparison, top-1 % (* = Bi-Real structure)",
+    "table4": "Table IV: ImageNet comparison, top-1 / top-5 %",
+    "table5": "Table V: r and g on ImageNet with the computed FLOPs / OPs",
+    "table6": "Table VI: computational complexity on ImageNet",
+}
+
+
+# ----------------------------------------------------------------------------- accuracy
+def _stats(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _role_values(plan: dict, records: dict, table: str, metric: str = "top1") -> dict:
+    """{row label: {"final": [value per finished seed], "best": [...]}} for one table;
+    ``best`` is the score at the epoch with the best test top-1."""
+    values: dict[str, dict] = {}
+    for run, role in roles(plan, table):
+        row_values = values.setdefault(role_label(role), {"final": [], "best": []})
+        record = records.get(run["id"])
+        if record is not None:
+            metrics = record["metrics"]
+            row_values["final"].append(metrics["final"][metric])
+            row_values["best"].append((metrics.get("best") or metrics["final"])[metric])
+    return values
+
+
+def _accuracy_columns(values: Optional[dict], paper: Optional[float], prefix: str = "top1") -> dict:
+    """Final and best (each mean and std over seeds) beside the paper's figure."""
+    values = values or {"final": [], "best": []}
+    final, final_std = _stats(values["final"])
+    best, best_std = _stats(values["best"])
+    return {f"paper_{prefix}": paper, f"final_{prefix}": final, f"final_{prefix}_std": final_std,
+            f"best_{prefix}": best, f"best_{prefix}_std": best_std,
+            f"best_minus_paper_{prefix}": None if best is None or paper is None else best - paper,
+            "seeds": len(values["final"])}
+
+
+def _paper_top1(paper: dict, table: str, row: str) -> Optional[float]:
+    for entry in paper[table]:
+        key = entry["method"] if table != "table3" else f"{entry['backbone']}|{entry['method']}"
+        if key == row:
+            return entry["top1"]
+    return None
+
+
+def _segments_hardware(segments: list[dict]) -> str:
+    seen = []
+    for segment in segments:
+        hardware = segment.get("hardware", {})
+        name = hardware.get("gpu") or f"{hardware.get('cpu')} ({hardware.get('torch_threads')} threads)"
+        precision = segment.get("precision", {})
+        name += f", binary convs {precision.get('binary_dtype')}"
+        if precision.get("mixed_precision", "none") != "none":
+            name += f", mixed {precision['mixed_precision']}"
+        if name not in seen:
+            seen.append(name)
+    return "; ".join(seen)
+
+
+def published_table(progress: list[dict]) -> pd.DataFrame:
+    """Table I / III rows at the published schedule (results/longruns/): each run's state
+    (epoch k of 500, or complete), its last and best test top-1 so far, and the paper's."""
+    paper = paper_values()
+    rows = []
+    for entry in progress:
+        for table, row in entry.get("rows", {}).items():
+            final, best = entry.get("final") or {}, entry.get("best") or {}
+            reference = _paper_top1(paper, table, row)
+            state = entry["state"]
+            if state == "training":
+                state = f"epoch {entry['epochs_done']} of {entry['epochs']}"
+            rows.append({"table": ROMAN_TABLES[table], "method": row.replace("|", " "),
+                         "paper_top1": reference, "state": state,
+                         "final_top1": final.get("top1"), "final_epoch": final.get("epoch"),
+                         "best_top1": best.get("top1"), "best_epoch": best.get("epoch"),
+                         "best_minus_paper_top1": (None if best.get("top1") is None
+                                                   else best["top1"] - reference),
+                         "wall_hours": entry.get("wall_hours"),
+                         "hardware": _segments_hardware(entry.get("segments", []))})
+    return pd.DataFrame(rows, columns=["table", "method", "paper_top1", "state", "final_top1",
+                                       "final_epoch", "best_top1", "best_epoch",
+                                       "best_minus_paper_top1", "wall_hours", "hardware"])
+
+
+def accuracy_tables(plan: dict, records: dict,
+                    longruns: Optional[list[dict]] = None) -> dict[str, pd.DataFrame]:
+    """Tables I, III and IV of a profile's finished runs (``plan``: its run table); with
+    ``longruns`` (:func:`ir2net.longruns.read_progress`) also the published-schedule rows."""
+    paper = paper_values()
+    tables = {}
+    if longruns is not None:
+        tables["published"] = published_table(longruns)
+
+    top1 = _role_values(plan, records, "table1")
+    tables["table1"] = pd.DataFrame([
+        {"method": row["method"], "bits": row["bits"],
+         **_accuracy_columns(top1.get(row["method"]), row["top1"])}
+        for row in paper["table1"]])
+
+    top1 = _role_values(plan, records, "table3")
+    rows = []
+    for row in paper["table3"]:
+        key = f"{row['backbone']}|{row['method']}"
+        quoted = bool(row.get("quoted"))
+        rows.append({"backbone": row["backbone"], "method": row["method"], "bits": row["bits"],
+                     "source": "quoted" if quoted else ("ours" if key in top1 else "not run"),
+                     **_accuracy_columns(None if quoted else top1.get(key), row["top1"])})
+    tables["table3"] = pd.DataFrame(rows)
+
+    top1 = _role_values(plan, records, "table4")
+    top5 = _role_values(plan, records, "table4", "top5")
+    rows = []
+    for row in paper["table4"]:
+        quoted = bool(row.get("quoted"))
+        method = row["method"]
+        entry = {"method": method, "bits": row["bits"], "source": "quoted" if quoted else "ours"}
+        entry.update(_accuracy_columns(None if quoted else top1.get(method), row["top1"], "top1"))
+        entry.update(_accuracy_columns(None if quoted else top5.get(method), row["top5"], "top5"))
+        rows.append(entry)
+    tables["table4"] = pd.DataFrame(rows)
+    return tables
+
+
+# ----------------------------------------------------------------------------- complexity
+def complexity_tables() -> dict[str, pd.DataFrame]:
+    """Tables II, V and VI: counted on the models themselves, no run or dataset needed."""
+    table6 = {row["method"]: row for row in table6_rows()}
+    tables = {"table2": pd.DataFrame(table2_rows())}
+    tables["table5"] = pd.DataFrame([
+        {**row, "flops": table6[row["method"]]["flops"], "ops": table6[row["method"]]["ops"],
+         "paper_ops": table6[row["method"]]["paper_ops"]} for row in table5_rows()])
+    frame = pd.DataFrame(list(table6.values()))
+    for column in ("bops", "flops", "ops"):
+        frame[f"delta_{column}"] = frame[column] - frame[f"paper_{column}"]
+        frame.loc[frame["source"] == "quoted", f"delta_{column}"] = None
+    tables["table6"] = frame[["method", "source", "bops", "flops", "ops", "paper_bops",
+                              "paper_flops", "paper_ops", "delta_bops", "delta_flops",
+                              "delta_ops", "convention"]]
+    return tables
+
+
+def build_tables(plan: dict, records: dict,
+                 longruns: Optional[list[dict]] = None) -> dict[str, pd.DataFrame]:
+    """Every table, in the paper's order."""
+    tables = {**accuracy_tables(plan, records, longruns), **complexity_tables()}
+    return {name: tables[name] for name in TABLE_NAMES if name in tables}
+
+
+# ----------------------------------------------------------------------------- printing
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _accuracy(value) -> str:
+    return "" if _missing(value) else f"{value:.2f}"
+
+
+def _signed(value) -> str:
+    return "" if _missing(value) else f"{value:+.2f}"
+
+
+def _scaled(power: int, digits: int = 2) -> Callable:
+    return lambda value: "" if _missing(value) else f"{value / 10 ** power:.{digits}f}"
+
+
+def _plain(value) -> str:
+    if _missing(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One printed column: the frame's column, its header, how a value is written, and
+    (optional) the frame's column of its standard deviation over seeds."""
+
+    source: str
+    header: str
+    format: Callable = _plain
+    numeric: bool = False
+    std: Optional[str] = None
+
+
+def _acc(source: str, header: str, std: bool = True) -> Column:
+    return Column(source, header, _accuracy, True, f"{source}_std" if std else None)
+
+
+PRINTED = {
+    "published": [Column("table", "Table"), Column("method", "Method"), Column("state", "State"),
+                  _acc("paper_top1", "Paper", False), _acc("final_top1", "Final", False),
+                  Column("final_epoch", "at epoch", _plain, True),
+                  _acc("best_top1", "Best", False), Column("best_epoch", "at epoch", _plain, True),
+                  Column("best_minus_paper_top1", "Best − paper", _signed, True),
+                  Column("wall_hours", "Wall h", lambda v: "" if _missing(v) else f"{v:.1f}", True),
+                  Column("hardware", "Hardware, precision")],
+    "table1": [Column("method", "Method"), Column("bits", "W/A"), _acc("paper_top1", "Paper", False),
+               _acc("final_top1", "Final"), _acc("best_top1", "Best"),
+               Column("best_minus_paper_top1", "Best − paper", _signed, True),
+               Column("seeds", "Seeds", _plain, True)],
+    "table2": [Column("backbone", "Backbone"), Column("r", "r", _plain, True), Column("g", "g"),
+               Column("c_in", "C_in", _plain, True), Column("c_n", "C_n", _plain, True),
+               Column("q_scale", "Q_scale (Eq. 17)", _plain, True),
+               Column("q_cirec_built", "Q_CIRec (built)", _plain, True),
+               Column("eq18_within_q_scale", "Q_CIRec ≤ Q_scale")],
+    "table3": [Column("backbone", "Backbone"), Column("method", "Method"), Column("bits", "W/A"),
+               Column("source", "Source"), _acc("paper_top1", "Paper", False),
+               _acc("final_top1", "Final"), _acc("best_top1", "Best"),
+               Column("best_minus_paper_top1", "Best − paper", _signed, True)],
+    "table4": [Column("method", "Method"), Column("bits", "W/A"), Column("source", "Source"),
+               _acc("paper_top1", "Top-1 paper", False), _acc("final_top1", "Top-1 final"),
+               _acc("best_top1", "Top-1 best"),
+               Column("best_minus_paper_top1", "Best − paper", _signed, True),
+               _acc("paper_top5", "Top-5 paper", False), _acc("best_top5", "Top-5 at best")],
+    "table5": [Column("method", "Method"), Column("r", "r", _plain, True), Column("g", "g"),
+               Column("flops", "FLOPs (×10⁸)", _scaled(8), True),
+               Column("ops", "OPs (×10⁸)", _scaled(8), True),
+               Column("paper_ops", "Paper OPs (×10⁸)", _scaled(8), True)],
+    "table6": [Column("method", "Method"), Column("source", "Source"),
+               Column("bops", "BOPs (×10⁹)", _scaled(9), True),
+               Column("flops", "FLOPs (×10⁸)", _scaled(8), True),
+               Column("ops", "OPs (×10⁸)", _scaled(8), True),
+               Column("paper_bops", "Paper BOPs (×10⁹)", _scaled(9), True),
+               Column("paper_flops", "Paper FLOPs (×10⁸)", _scaled(8), True),
+               Column("paper_ops", "Paper OPs (×10⁸)", _scaled(8), True)],
+}
+
+
+def printed(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]]:
+    """The table as printed: its columns' text, and which columns are numeric."""
+    columns = PRINTED[name]
+    cells = {}
+    for column in columns:
+        text = frame[column.source].map(column.format)
+        if column.std and column.std in frame:
+            std = frame[column.std].map(_accuracy)
+            text = text.where(std == "", text + " ± " + std)
+        cells[column.header] = text.astype(str)
+    return pd.DataFrame(cells), [column.numeric for column in columns]
+
+
+def to_markdown(frame: pd.DataFrame, numeric: Optional[list[bool]] = None) -> str:
+    numeric = numeric or [False] * len(frame.columns)
+    return frame.to_markdown(index=False, disable_numparse=True,
+                             colalign=["right" if n else "left" for n in numeric]) + "\n"
+
+
+_LATEX_TEXT = (("²", r"\textsuperscript{2}"), ("±", r"$\pm$"), ("−", r"$-$"), ("≤", r"$\leq$"),
+               ("×10⁸", r"$\times 10^8$"), ("×10⁹", r"$\times 10^9$"), ("λ", r"$\lambda$"))
+
+
+def to_latex(frame: pd.DataFrame, numeric: list[bool], caption: str, label: str) -> str:
+    styler = frame.style.hide(axis="index").format(escape="latex").format_index(
+        escape="latex", axis=1)
+    latex = styler.to_latex(column_format="".join("r" if n else "l" for n in numeric),
+                            hrules=True, caption=caption.replace("%", r"\%"),
+                            label=f"tab:{label}", position="t", position_float="centering")
+    for text, command in _LATEX_TEXT:
+        latex = latex.replace(text, command)
+    return latex
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    """``NAME.csv`` (every column), ``.md`` and ``.tex`` (booktabs; the printed columns) for
+    each table, written atomically."""
+    out_dir = Path(out_dir)
+    written = []
+    for name, frame in tables.items():
+        csv = frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+        written.append(artifacts.write_text(out_dir / f"{name}.csv", csv))
+        text, numeric = printed(name, frame)
+        written.append(artifacts.write_text(out_dir / f"{name}.md", to_markdown(text, numeric)))
+        written.append(artifacts.write_text(out_dir / f"{name}.tex",
+                                            to_latex(text, numeric, CAPTIONS[name], name)))
+    return written
