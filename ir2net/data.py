@@ -27,7 +27,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -288,7 +288,7 @@ class TensorBatches:
 
     def __init__(self, split: ImageTensors, batch_size: int, device: torch.device, *,
                  train: bool, drop_last: bool = False, padding: int = 4, seed: int = 0,
-                 channels_last: bool = False):
+                 channels_last: bool = False, part: Optional[Callable[[int], slice]] = None):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
@@ -298,6 +298,7 @@ class TensorBatches:
         self.padding = padding
         self.seed = seed
         self.channels_last = channels_last
+        self.part = part  # data-parallel: this rank's slice of every (global) batch
         self.epoch = 0
         self.start_batch = 0
         mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
@@ -330,12 +331,12 @@ class TensorBatches:
         flip = torch.rand(batch, 1, generator=gen, device=self.device) < 0.5
         return top, left, flip
 
-    def _augment(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _augment(self, images: torch.Tensor, draws) -> torch.Tensor:
         """RandomCrop(size, padding) with zero fill and a horizontal flip, for the whole batch."""
         batch, _, height, width = images.shape
         pad = self.padding
         padded = F.pad(images, (pad, pad, pad, pad))
-        top, left, flip = self._draw(batch, gen)
+        top, left, flip = draws
         cols = torch.arange(width, device=self.device)
         cols = torch.where(flip, left + (width - 1 - cols), left + cols)
         rows = top + torch.arange(height, device=self.device)
@@ -357,9 +358,16 @@ class TensorBatches:
                 if self.train:
                     self._draw(index.numel(), gen)
                 continue
+            # the whole global batch's random numbers are drawn on every rank, so the ranks
+            # together see exactly the batch one process would
+            draws = self._draw(index.numel(), gen) if self.train else None
+            if self.part is not None:
+                mine = self.part(index.numel())
+                index = index[mine]
+                draws = draws and tuple(draw[mine] for draw in draws)
             images = self.images[index]
             if self.train:
-                images = self._augment(images, gen)
+                images = self._augment(images, draws)
             images = images.float() * self.scale + self.shift
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -412,8 +420,33 @@ class _CheckedImageFolder:
         return torchvision.datasets.ImageFolder(str(root), transform=transform, loader=_open_rgb)
 
 
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Data-parallel batches of an image folder: the global batches of one process's
+    shuffle (seeded by ``generator``: the loader's, reseeded by ``(seed, epoch)``), each rank
+    taking its ``part`` of every batch."""
+
+    def __init__(self, size: int, batch_size: int, part: Callable[[int], slice], *,
+                 shuffle: bool, drop_last: bool, generator: torch.Generator):
+        self.size, self.batch_size, self.part = size, batch_size, part
+        self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size if self.drop_last else \
+            math.ceil(self.size / self.batch_size)
+
+    def __iter__(self):
+        order = (torch.randperm(self.size, generator=self.generator) if self.shuffle
+                 else torch.arange(self.size))
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            batch = order[start:start + self.batch_size]
+            yield batch[self.part(len(batch))].tolist()
+
+
 def build_imagefolder_loader(data_cfg: dict, split: str, batch_size: int, *, train: bool,
-                             seed: int, drop_last: bool = False):
+                             seed: int, drop_last: bool = False,
+                             part: Optional[Callable[[int], slice]] = None):
+    """``part``: data-parallel, this rank's slice of every global training batch, or its
+    contiguous share of the test set."""
     from torchvision import transforms as T
 
     root = Path(data_cfg["root"]).expanduser()
@@ -434,10 +467,25 @@ def build_imagefolder_loader(data_cfg: dict, split: str, batch_size: int, *, tra
                                T.ToTensor(), normalize])
     dataset = _CheckedImageFolder(_split_dir(root, split), transform)
     generator = torch.Generator().manual_seed(seed)
+    options = dict(num_workers=data_cfg["workers"], generator=generator,
+                   pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                   worker_init_fn=_worker_init)
+    if part is not None and train:
+        sampler = GlobalBatchSampler(len(dataset), batch_size, part, shuffle=True,
+                                     drop_last=drop_last, generator=generator)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **options)
+    if part is not None:  # the test set: every image once, over all ranks
+        dataset = _SharedClasses(dataset, part(len(dataset)))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train,
-                                       num_workers=data_cfg["workers"], drop_last=drop_last,
-                                       generator=generator, pin_memory=torch.cuda.is_available(),
-                                       persistent_workers=False, worker_init_fn=_worker_init)
+                                       drop_last=drop_last, **options)
+
+
+class _SharedClasses(torch.utils.data.Subset):
+    """A contiguous share of an image folder that still knows the folder's classes."""
+
+    def __init__(self, dataset, share: slice):
+        super().__init__(dataset, range(share.start, share.stop))
+        self.classes, self.samples, self.root = dataset.classes, dataset.samples, dataset.root
 
 
 def _worker_init(worker_id: int) -> None:
@@ -508,40 +556,50 @@ def _folder_fingerprint(*datasets) -> str:
     return digest.hexdigest()[:20]
 
 
-def build_data(config: dict, device: torch.device) -> DataBundle:
-    """The train and test pipelines a config asks for."""
+def build_data(config: dict, device: torch.device, context=None) -> DataBundle:
+    """The train and test pipelines a config asks for.  ``context``
+    (:class:`ir2net.distributed.Distributed`): data-parallel, this rank's slice of every
+    global training batch and its share of the test set."""
     data_cfg, train_cfg = config["data"], config["train"]
     channels_last = train_cfg["channels_last"]
     seed = config["seed"]
+    part = context.shard if context is not None and context.enabled else None
     if data_cfg["dataset"] == "imagenet":
         if data_cfg["train_subset"] or data_cfg["test_subset"]:
             raise DatasetError("data.train_subset/test_subset apply to in-memory datasets only; "
                                "make a smaller image folder for ImageNet stand-ins")
         train = _EpochSeededLoader(build_imagefolder_loader(
             data_cfg, "train", train_cfg["batch_size"], train=True, seed=seed,
-            drop_last=train_cfg["drop_last"]), seed, device, channels_last)
+            drop_last=train_cfg["drop_last"], part=part), seed, device, channels_last)
         test = _EpochSeededLoader(build_imagefolder_loader(
-            data_cfg, "test", config["eval"]["batch_size"], train=False, seed=seed),
+            data_cfg, "test", config["eval"]["batch_size"], train=False, seed=seed, part=part),
             seed, device, channels_last)
         classes = train.loader.dataset.classes
+        test_folder = test.loader.dataset
         description = {"train": str(Path(data_cfg["root"]) / "train"), "synthetic": False,
                        "pipeline": "ImageFolder + DataLoader",
-                       "fingerprint": _folder_fingerprint(train.loader.dataset,
-                                                          test.loader.dataset)}
+                       "fingerprint": _folder_fingerprint(train.loader.dataset, test_folder),
+                       "train_images": len(train.loader.dataset),
+                       "test_images": len(test_folder.samples)}
     else:
         train_split = balanced_subset(load_small_split(data_cfg, "train"), data_cfg["train_subset"])
         test_split = balanced_subset(load_small_split(data_cfg, "test"), data_cfg["test_subset"])
         train = TensorBatches(train_split, train_cfg["batch_size"], device, train=True,
                               drop_last=train_cfg["drop_last"], padding=data_cfg["crop_padding"],
-                              seed=seed, channels_last=channels_last)
-        test = TensorBatches(test_split, config["eval"]["batch_size"], device, train=False,
+                              seed=seed, channels_last=channels_last, part=part)
+        test_share = test_split
+        if part is not None:  # every test image scored once, over all ranks
+            share = part(len(test_split))
+            test_share = ImageTensors(test_split.images[share], test_split.labels[share],
+                                      test_split.classes, test_split.source, test_split.synthetic)
+        test = TensorBatches(test_share, config["eval"]["batch_size"], device, train=False,
                              channels_last=channels_last)
         classes = train_split.classes
         description = {"train": train_split.source, "test": test_split.source,
                        "synthetic": train_split.synthetic, "pipeline": "device-resident uint8 tensor",
-                       "fingerprint": _tensor_fingerprint(train_split, test_split)}
-    description.update(train_images=train.num_images, test_images=test.num_images,
-                       num_classes=len(classes))
+                       "fingerprint": _tensor_fingerprint(train_split, test_split),
+                       "train_images": len(train_split), "test_images": len(test_split)}
+    description["num_classes"] = len(classes)
     return DataBundle(train, test, len(classes), description)
 
 

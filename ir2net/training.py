@@ -1,31 +1,26 @@
 """Training recipes: CIFAR-10 from scratch and the ImageNet two-stage recipe.
 
-Reads top to bottom: building blocks (model, teacher, optimiser, schedule,
-losses), one training epoch with IRes (Algorithm 1), evaluation, then
+Reads top to bottom: building blocks (model, teacher, optimiser, schedule), one training
+epoch with IRes (Algorithm 1; the step itself is :mod:`ir2net.steps`), evaluation, then
 :func:`run`, which owns a run folder::
 
     DIR/config.yaml      the resolved config (enough to rerun)
-    DIR/checkpoint/      resumable state, rewritten atomically after every epoch
+    DIR/checkpoint/      resumable state, rewritten atomically (ir2net.runstate)
     DIR/model.pt         final state_dict             (written at the end)
     DIR/metrics.json     metrics with provenance      (written last: the run is complete)
 
-Rerunning the same command on the same DIR resumes from the checkpoint, or
-returns at once when the run is already complete.
+Rerunning the same command on the same DIR resumes from the checkpoint, or returns at once
+when the run is already complete.  Launched as several processes (torchrun, or srun with
+one task per GPU) the run is data-parallel (:mod:`ir2net.distributed`): the global batch is
+split across the ranks, every test image is scored once, and only rank 0 writes.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import platform
-import signal
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,26 +29,32 @@ from tqdm.auto import tqdm
 
 from . import artifacts, provenance
 from .binarize import set_binary_compute_dtype
-from .compilation import CompiledOrEager
 from .config import config_digest, parse_duration
 from .data import build_data
+from .distributed import Distributed, from_environment, setup, teardown
 from .models import create_model, model_info
 from .recovery import RecoverySpec, recovery_preset
 from .restriction import InformationRestriction
+from .runstate import (INTERRUPTED, RESUMABLE_EXIT, RunState, Segment, StopConditions,
+                       TrainingError, TrainingStopped, check_same_data, load_checkpoint)
+from .steps import (CudaGraphStep, StepOutput, TrainStep, autocast, build_step,
+                    distillation_loss)
 
 __all__ = ["TrainingError", "TrainingStopped", "StopConditions", "RunState", "StepOutput",
            "RESUMABLE_EXIT", "resolve_device", "build_model", "build_teacher", "build_optimizer",
            "build_scheduler", "distillation_loss", "autocast", "TrainStep", "CudaGraphStep",
-           "build_step", "train_one_epoch", "evaluate", "run", "build_restriction"]
+           "build_step", "train_one_epoch", "evaluate", "run", "build_restriction",
+           "sync_batchnorm"]
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss, a checkpoint of another config, ...)."""
-
-
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, context: Distributed = Distributed()) -> torch.device:
+    """The device of this process (``cuda:<local rank>`` for a data-parallel rank)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and torch.cuda.is_available() and context.enabled:
+        device = torch.device("cuda", context.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        return device
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainingError("config key 'device' is cuda but no CUDA device is available; "
                             "use device=auto or device=cpu")
@@ -120,176 +121,89 @@ def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=train_cfg["lr"])
 
 
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """BatchNorm statistics over the global batch of all ranks (``train.sync_batchnorm``):
+    torch's SyncBatchNorm on GPUs; on the CPU (gloo) :class:`GlobalBatchNorm`."""
+    if next(model.parameters()).device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    def replace(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(module, name, GlobalBatchNorm.from_batchnorm(child))
+            else:
+                replace(child)
+    replace(model)
+    return model
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over ranks, differentiable: the gradient is summed over ranks as well."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch across the ranks,
+    for any backend (torch's SyncBatchNorm needs a GPU).  The per-channel sums are
+    all-reduced by a differentiable all-reduce, so the backward pass is synchronised as
+    well; running statistics use the unbiased global variance."""
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.modules.batchnorm._BatchNorm) -> "GlobalBatchNorm":
+        synced = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        like = bn.weight if bn.affine else bn.running_mean
+        synced = synced.to(device=like.device, dtype=like.dtype)
+        synced.load_state_dict(bn.state_dict())
+        return synced
+
+    def _check_input_dim(self, input):
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(input)
+        dims = [0] + list(range(2, input.dim()))
+        count = torch.tensor(float(input.numel() // input.shape[1]), device=input.device)
+        totals = _AllReduceSum.apply(torch.cat([input.sum(dims), input.pow(2).sum(dims),
+                                                count.view(1)]))
+        channels = input.shape[1]
+        total = totals[-1]
+        mean = totals[:channels] / total
+        var = totals[channels:2 * channels] / total - mean.pow(2)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else \
+                    1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+                self.running_var.mul_(1 - momentum).add_(
+                    momentum * var.detach() * total / max(float(total) - 1, 1.0))
+        shape = [1, channels] + [1] * (input.dim() - 2)
+        out = (input - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict):
     if train_cfg["schedule"] == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_cfg["epochs"],
                                                           eta_min=0.0)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against the teacher's softmax (the authors' DistributionLoss; equal to
-    KL(teacher || student) up to the teacher's entropy, which has no gradient)."""
-    return -(F.softmax(teacher_logits, dim=1) * F.log_softmax(student_logits, dim=1)).sum(1).mean()
-
-
-# ----------------------------------------------------------------------------- one step
-def autocast(device: torch.device, mixed_precision: str, cache_enabled: bool = True):
-    """The ``train.mixed_precision`` context: ``torch.autocast`` in bfloat16, or nothing."""
-    if mixed_precision == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
-
-
-class StepOutput(NamedTuple):
-    """What one training step leaves on the device; nothing here is read by the host."""
-
-    loss: torch.Tensor
-    logits: torch.Tensor
-    removed_fraction: Optional[torch.Tensor]  # IRes: input pixels its mask removed (Eq. 8)
-
-
-class TrainStep:
-    """One optimisation step: forward, the IRes masked pass (Algorithm 1) when
-    ``restriction`` is set, Eq. 10, backward, update.  Everything stays on the device:
-    no value is read back to the host here.  ``mixed_precision="bfloat16"`` runs the
-    forward passes under ``torch.autocast`` (see :func:`autocast`)."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-                 restriction: Optional[InformationRestriction] = None,
-                 teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0,
-                 mixed_precision: str = "none"):
-        self.model = model
-        self.optimizer = optimizer
-        self.restriction = restriction
-        self.teacher = teacher
-        self.label_smoothing = label_smoothing
-        self.mixed_precision = mixed_precision
-        self.autocast_cache = True  # CUDA-graph capture turns the weight-cast cache off
-
-    def _criterion(self, logits, labels, soft_target):
-        logits = logits.float()  # the loss in float32, also under mixed precision
-        if soft_target is not None:
-            return distillation_loss(logits, soft_target.float())
-        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        """``Loss_total``, the logits of the original images (both with the graph attached)
-        and the fraction of input pixels IRes removed (``None`` without IRes)."""
-        with autocast(images.device, self.mixed_precision, self.autocast_cache):
-            return self._loss(images, labels)
-
-    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        soft_target = None
-        if self.teacher is not None:
-            with torch.no_grad():
-                soft_target = self.teacher(images)
-        if self.restriction is None:
-            logits = self.model(images)
-            return StepOutput(self._criterion(logits, labels, soft_target), logits, None)
-        logits, attention_source = self.model(images, return_attention_source=True)
-        loss = self._criterion(logits, labels, soft_target)
-        masked, removed = self.restriction.restrict(images, attention_source)
-        masked_loss = self._criterion(self.model(masked), labels, soft_target)
-        return StepOutput(self.restriction.combine(loss, masked_loss), logits, removed)
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
-        output = self.loss(images, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        self.optimizer.step()
-        return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction)
-
-
-class CudaGraphStep:
-    """A :class:`TrainStep` captured into a CUDA graph and replayed (SGD on CUDA only).
-
-    At batch 128 the small CIFAR models are bound by kernel launches, not arithmetic;
-    replaying one graph per step removes that overhead.  The math is the eager step's:
-    the first step runs eagerly (it creates the optimizer's momentum buffers), the
-    warm-up passes before a capture only run forward/backward and BatchNorm's running
-    statistics are restored after them.  The graph bakes in the learning rate, so it is
-    recaptured whenever the rate changes (once per epoch under the cosine schedule);
-    batches of another shape (a last partial batch) run eagerly.
-    """
-
-    def __init__(self, step: TrainStep, warmup: int = 2):
-        if not isinstance(step.optimizer, torch.optim.SGD):
-            raise ValueError("CUDA-graph capture is implemented for SGD only")
-        self.step = step
-        self.model = step.model
-        self.optimizer = step.optimizer
-        self.warmup = warmup
-        self.graph = None
-        self.key = None
-        self.eager_steps = 0
-
-    def _capture(self, images, labels):
-        self.static_images = images.clone()
-        self.static_labels = labels.clone()
-        self.step.autocast_cache = False  # cached weight casts must not outlive a replay
-        norms = [m for m in self.model.modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-                 for m in norms]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step.loss(self.static_images, self.static_labels).loss.backward()
-        torch.cuda.current_stream().wait_stream(side)
-        for module, (mean, var, count) in zip(norms, saved):
-            module.running_mean.copy_(mean)
-            module.running_var.copy_(var)
-            module.num_batches_tracked.copy_(count)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            output = self.step.loss(self.static_images, self.static_labels)
-            output.loss.backward()
-            self.optimizer.step()
-        self.static = StepOutput(output.loss.detach(), output.logits.detach(),
-                                 output.removed_fraction)
-
-    def __call__(self, images, labels):
-        key = (tuple(images.shape), tuple(group["lr"] for group in self.optimizer.param_groups))
-        if self.eager_steps == 0 or (self.key is not None and key[0] != self.key[0]):
-            self.eager_steps += 1
-            return self.step(images, labels)
-        if self.graph is None or key != self.key:
-            self._capture(images, labels)
-            self.key = key
-        self.static_images.copy_(images)
-        self.static_labels.copy_(labels)
-        self.graph.replay()
-        return StepOutput(*(None if value is None else value.clone() for value in self.static))
-
-
-class _CompileFallback(nn.Module):
-    """``torch.compile``d model that falls back to the eager one if compilation fails."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.eager = model
-        self.forward_fn = CompiledOrEager(model, "the model")
-
-    def forward(self, *args, **kwargs):
-        return self.forward_fn(*args, **kwargs)
-
-
-def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
-               restriction: Optional[InformationRestriction] = None,
-               teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0,
-               cuda_graphs: bool = True, compile: bool = False, mixed_precision: str = "none"):
-    """The fastest available form of :class:`TrainStep` for this device and optimizer."""
-    device = next(model.parameters()).device
-    forward_model = _CompileFallback(model) if compile else model
-    step = TrainStep(forward_model, optimizer, restriction=restriction, teacher=teacher,
-                     label_smoothing=label_smoothing, mixed_precision=mixed_precision)
-    if cuda_graphs and device.type == "cuda" and isinstance(optimizer, torch.optim.SGD):
-        return CudaGraphStep(step)
-    return step
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -300,7 +214,8 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
                     max_steps: Optional[int], progress: bool, description: str = "",
                     partial: Optional[dict] = None, checkpoint_every: Optional[int] = None,
                     on_checkpoint: Optional[Callable[[dict], None]] = None,
-                    should_stop: Optional[Callable[[], bool]] = None) -> dict:
+                    should_stop: Optional[Callable[[], bool]] = None,
+                    context: Distributed = Distributed()) -> dict:
     """One pass over the training batches.
 
     ``partial`` resumes an epoch that a checkpoint interrupted (``batches`` must then start
@@ -308,40 +223,62 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
     the epoch's progress so far.  When ``should_stop()`` turns true before the last batch,
     the epoch ends early and ``stats["stopped"]`` holds that progress (what a mid-epoch
     checkpoint holds).  A bar is drawn only on a terminal; otherwise (a log file, a
-    cluster job) a line is printed about once a minute."""
-    step_fn.model.train()
+    cluster job) a line is printed about once a minute.  Data-parallel, the progress and
+    the statistics are those of the global batch, and the ranks decide together when to
+    stop (every 25 steps)."""
+    step_fn.forward.train()
     device = next(step_fn.model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     removed_sum = torch.zeros((), device=device)
     seen, batch_index, restricting = 0, 0, False
     if partial is not None:
-        loss_sum = partial["loss_sum"].to(device)
-        correct = partial["correct"].to(device)
-        removed_sum = partial.get("removed_sum", removed_sum).to(device)
-        seen, batch_index = partial["seen"], partial["batch"]
-        restricting = partial.get("restricting", False)
+        batch_index, restricting = partial["batch"], partial.get("restricting", False)
+        if context.is_main:  # the saved sums are global: one rank carries them on
+            loss_sum = partial["loss_sum"].to(device)
+            correct = partial["correct"].to(device)
+            removed_sum = partial.get("removed_sum", removed_sum).to(device)
+            seen = partial["seen"]
     first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
     step_counter = torch.full((), step, device=device, dtype=torch.int64)
     images_now = 0
     remaining = len(batches) - batch_index
     total = remaining if max_steps is None else min(remaining, max(max_steps - step, 0))
     bar = tqdm(total=total, desc=description or f"epoch {epoch + 1}", leave=False,
-               disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
-    log_lines = progress and bar.disable
+               disable=not (progress and context.is_main and sys.stderr.isatty()),
+               dynamic_ncols=True)
+    log_lines = progress and context.is_main and bar.disable
     tick = last_log = time.perf_counter()
 
     def check_finite():
         bad = int(first_bad_step.item())
-        if bad >= 0:
-            raise TrainingError(f"the training loss became NaN or Inf at step {bad} (epoch "
+        if context.any(bad >= 0, device):
+            where = f"at step {bad}" if bad >= 0 else "on another rank"
+            raise TrainingError(f"the training loss became NaN or Inf {where} (epoch "
                                 f"{epoch + 1}); lower train.lr or check the data. No result was "
                                 "written.")
 
+    def totals():
+        """The epoch's sums so far, over all ranks."""
+        if not context.enabled:
+            return loss_sum, correct, removed_sum, seen, images_now
+        counts = context.sum(torch.tensor([seen, images_now], device=device, dtype=torch.int64))
+        return (context.sum(loss_sum.clone()), context.sum(correct.clone()),
+                context.sum(removed_sum.clone()), int(counts[0]), int(counts[1]))
+
     def progress_state() -> dict:
-        return {"batch": batch_index, "loss_sum": loss_sum.detach().cpu(), "correct": correct.cpu(),
-                "removed_sum": removed_sum.cpu(), "restricting": restricting, "seen": seen,
-                "step": step, "images": images_now}
+        global_loss, global_correct, global_removed, global_seen, global_images = totals()
+        return {"batch": batch_index, "loss_sum": global_loss.detach().cpu(),
+                "correct": global_correct.cpu(), "removed_sum": global_removed.cpu(),
+                "restricting": restricting, "seen": global_seen, "step": step,
+                "images": global_images}
+
+    def stop_requested() -> bool:
+        if should_stop is None:
+            return False
+        if not context.enabled:
+            return should_stop()
+        return step % 25 == 0 and context.any(should_stop(), device)
 
     stopped = None
     for images, labels in batches:
@@ -369,35 +306,40 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
             elif log_lines and time.perf_counter() - last_log >= LOG_INTERVAL_S:
                 last_log = time.perf_counter()
                 print(f"  {description or f'epoch {epoch + 1}'}: batch {batch_index}/"
-                      f"{len(batches)}, train loss {loss_sum.item() / seen:.4f}, "
-                      f"{images_now / (last_log - tick):.0f} img/s", flush=True)
+                      f"{len(batches)}, train loss {loss_sum.item() / max(seen, 1):.4f}, "
+                      f"{images_now * context.world_size / (last_log - tick):.0f} img/s",
+                      flush=True)
         mid_epoch = batch_index < len(batches)
         if (checkpoint_every and on_checkpoint is not None and step % checkpoint_every == 0
                 and mid_epoch):
             check_finite()  # never checkpoint a diverged state
             on_checkpoint(progress_state())
-        if should_stop is not None and mid_epoch and should_stop():
+        if mid_epoch and stop_requested():
             check_finite()
             stopped = progress_state()
             break
     bar.close()
     check_finite()
-    return {"train_loss": loss_sum.item() / max(seen, 1),
-            "train_top1": 100.0 * correct.item() / max(seen, 1), "images": images_now,
-            "step": step, "stopped": stopped,
-            "ires_removed": removed_sum.item() / batch_index if restricting else None}
+    loss_total, correct_total, removed_total, seen_total, images_total = totals()
+    return {"train_loss": loss_total.item() / max(seen_total, 1),
+            "train_top1": 100.0 * correct_total.item() / max(seen_total, 1),
+            "images": images_total, "step": step, "stopped": stopped,
+            "ires_removed": removed_total.item() / (batch_index * context.world_size)
+            if restricting else None}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, mixed_precision: str = "none") -> dict:
+def evaluate(model: nn.Module, batches, mixed_precision: str = "none",
+             context: Distributed = Distributed()) -> dict:
     """Top-1/top-5 accuracy and loss over every test image (no batch is dropped), in the
-    precision the model was trained in."""
+    precision the model was trained in.  Data-parallel, each rank scores its part of the
+    test set and the counts are summed: every image is scored exactly once."""
     model.eval()
     device = next(model.parameters()).device
     top1 = torch.zeros((), device=device, dtype=torch.int64)
     top5 = torch.zeros((), device=device, dtype=torch.int64)
     loss_sum = torch.zeros((), device=device)
-    count = 0
+    count = torch.zeros((), device=device, dtype=torch.int64)
     for images, labels in batches:
         with autocast(device, mixed_precision):
             logits = model(images)
@@ -409,173 +351,15 @@ def evaluate(model: nn.Module, batches, mixed_precision: str = "none") -> dict:
         top1 += hits[:, 0].sum()
         top5 += hits.any(dim=1).sum()
         count += labels.numel()
+    if context.enabled:
+        top1, top5, count, loss_sum = (context.sum(top1), context.sum(top5), context.sum(count),
+                                       context.sum(loss_sum))
+    count = int(count.item())
     return {"top1": 100.0 * top1.item() / count, "top5": 100.0 * top5.item() / count,
             "loss": loss_sum.item() / count, "images": count}
 
 
 # ----------------------------------------------------------------------------- a whole run
-#: Exit status of ``ir2net train`` when a run stopped on its time budget or a signal: its
-#: checkpoint is written and rerunning continues it (EX_TEMPFAIL: "try again later").
-RESUMABLE_EXIT = 75
-
-
-class TrainingStopped(Exception):
-    """The run stopped cleanly before its end (time budget, SIGTERM, SIGUSR1); its
-    checkpoint is written and rerunning the same command continues it."""
-
-    def __init__(self, reason: str, epoch: float, step: int, out_dir: Path):
-        super().__init__(f"{out_dir}: stopped by {reason} at epoch {epoch:.2f} (step {step}); the "
-                         "checkpoint is written: rerun the same command to continue")
-        self.reason, self.epoch, self.step = reason, epoch, step
-
-
-class StopConditions:
-    """When to stop a run early and cleanly: a wall-time budget (``train.stop_after``) and,
-    while in use as a context manager on the main thread, SIGTERM and SIGUSR1 (what SLURM
-    sends before a time limit with ``--signal``).  A second signal interrupts at once."""
-
-    SIGNALS = ("SIGTERM", "SIGUSR1")
-
-    def __init__(self, budget_seconds: Optional[float] = None):
-        self.deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
-        self.reason: Optional[str] = None
-        self._previous = {}
-
-    def __call__(self) -> bool:
-        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
-            self.reason = "its time budget (train.stop_after)"
-        return self.reason is not None
-
-    def _handle(self, signum, frame):
-        name = signal.Signals(signum).name
-        if self.reason is not None and self.reason.startswith("signal"):
-            raise KeyboardInterrupt(f"second signal ({name})")
-        self.reason = f"signal {name}"
-        print(f"ir2net: {name} received; stopping after this step and writing the checkpoint",
-              file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                number = getattr(signal, name, None)
-                if number is not None:
-                    self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous.clear()
-        return False
-
-
-@dataclass
-class RunState:
-    """Everything about a run in progress besides the weights and optimiser: where it is,
-    what it has measured so far, and the segments (machine, precision, wall time) that
-    trained it.  A checkpoint holds exactly this plus the weights."""
-
-    epoch: int = 0                     # epochs completed
-    step: int = 0
-    partial: Optional[dict] = None     # progress inside the next epoch
-    history: list = field(default_factory=list)
-    best: Optional[dict] = None
-    train_seconds: float = 0.0
-    images_seen: int = 0
-    wall_seconds: float = 0.0          # over every segment up to this checkpoint
-    segments: list = field(default_factory=list)
-
-    FIELDS = ("epoch", "step", "partial", "history", "best", "train_seconds", "images_seen",
-              "wall_seconds", "segments")
-
-    @classmethod
-    def from_checkpoint(cls, state: dict) -> "RunState":
-        return cls(**{name: state[name] for name in cls.FIELDS if name in state})
-
-    def to_checkpoint(self) -> dict:
-        return {name: getattr(self, name) for name in self.FIELDS}
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Segment:
-    """One stretch of training by one process on one machine, as the record keeps it."""
-
-    def __init__(self, config: dict, device: torch.device, state: RunState, epoch_batches: int,
-                 started: float):
-        hardware = provenance.hardware(device)
-        git = provenance.git_commit()
-        self.epoch_batches = epoch_batches
-        self.started = started  # perf_counter() when the process began this run: setup counts
-        self.record = {
-            "started_at": _utc_now(), "ended_at": None, "ended_by": None,
-            "host": platform.node(),
-            "hardware": {key: hardware[key] for key in
-                         ("device", "cpu", "cpu_count", "torch_threads", "gpu") if key in hardware},
-            "precision": {"binary_dtype": config["model"]["binary_dtype"],
-                          "mixed_precision": config["train"]["mixed_precision"]},
-            "channels_last": config["train"]["channels_last"],
-            "commit": (git["commit"] or "unknown")[:12] + ("+dirty" if git["dirty"] else ""),
-            "start_epoch": self.position(state.epoch, state.partial),
-            "start_step": state.step}
-        self.train_seconds0, self.images0 = state.train_seconds, state.images_seen
-
-    def position(self, epoch: int, partial: Optional[dict]) -> float:
-        """Epochs done as a fraction: 12.5 is half-way through the 13th epoch."""
-        done = partial["batch"] / self.epoch_batches if partial and self.epoch_batches else 0.0
-        return round(epoch + done, 4)
-
-    def update(self, ended_by: str, epoch: int, step: int,
-               partial: Optional[dict], train_seconds: float, images: int) -> dict:
-        """The record of this segment as of now (``train_seconds``/``images``: the run's
-        totals, including a partial epoch)."""
-        wall = time.perf_counter() - self.started
-        trained = train_seconds - self.train_seconds0
-        self.record.update(ended_at=_utc_now(), ended_by=ended_by,
-                           end_epoch=self.position(epoch, partial), end_step=step,
-                           steps=step - self.record["start_step"],
-                           images=images - self.images0, train_seconds=round(trained, 1),
-                           wall_seconds=round(wall, 1),
-                           images_per_s=round((images - self.images0) / trained, 1)
-                           if trained > 0 else None)
-        return dict(self.record)
-
-
-INTERRUPTED = "the process ended after this checkpoint (killed, crashed or interrupted)"
-
-
-def _load_checkpoint(path: Path, digest: str, on_config_change: str = "error") -> Optional[dict]:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise TrainingError(f"checkpoint {path} is unreadable ({error}); delete it to start the "
-                            "run again from scratch") from error
-    if state.get("config_digest") != digest and on_config_change == "restart":
-        stale = path.with_name(f"stale-{state.get('config_digest')}.pt")
-        os.replace(path, stale)  # kept, never deleted: the new config starts from scratch
-        print(f"ir2net: the config changed; the old checkpoint is kept as {stale} and the run "
-              "starts from scratch", file=sys.stderr)
-        return None
-    if state.get("config_digest") != digest:
-        raise TrainingError(f"checkpoint {path} was written by a different config (digest "
-                            f"{state.get('config_digest')} != {digest}); use another --out folder "
-                            "or delete the old run folder")
-    return state
-
-
-def _check_same_data(state: dict, data_description: dict, checkpoint_path: Path) -> None:
-    saved, now = state.get("data_fingerprint"), data_description.get("fingerprint")
-    if saved is not None and now is not None and saved != now:
-        raise TrainingError(
-            f"checkpoint {checkpoint_path} was trained on other data (fingerprint {saved}) than "
-            f"data.root now gives ({now}: {data_description.get('train')}); point data.root at "
-            "the dataset the run started with")
-
-
 def _epoch_line(record: dict, epochs: int, best: Optional[dict], images_per_s: float,
                 seconds_per_epoch: float) -> str:
     line = (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
@@ -613,26 +397,41 @@ def run(config: dict, out_dir: str | Path, on_config_change: str = "error") -> d
         raise TrainingError(f"{out_dir} already holds a finished run of a different config; "
                             "use another --out folder or delete it")
     checkpoint_path = out_dir / "checkpoint" / "last.pt"
-    checkpoint = _load_checkpoint(checkpoint_path, digest, on_config_change)
+    checkpoint = load_checkpoint(checkpoint_path, digest, on_config_change)
+    context = from_environment()
+    batch = config["train"]["batch_size"]
+    if batch % context.world_size:
+        raise TrainingError(f"config key 'train.batch_size': the global batch {batch} does not "
+                            f"split over {context.world_size} ranks; launch a number of "
+                            "processes that divides it")
     stop = StopConditions(parse_duration(config["train"]["stop_after"]))
-    with stop:
-        return _train(config, out_dir, digest, checkpoint, checkpoint_path, stop)
+    device = resolve_device(config["device"], context)
+    setup(context, device.type)
+    try:
+        with stop:
+            return _train(config, out_dir, digest, checkpoint, checkpoint_path, stop, context,
+                          device)
+    finally:
+        teardown(context)
 
 
 def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
-           checkpoint_path: Path, stop: StopConditions) -> dict:
+           checkpoint_path: Path, stop: StopConditions, context: Distributed,
+           device: torch.device) -> dict:
     started = time.perf_counter()
-    device = resolve_device(config["device"])
     torch.manual_seed(config["seed"])
     train_cfg = config["train"]
-    data = build_data(config, device)
+    data = build_data(config, device, context)
     if checkpoint is not None:
-        _check_same_data(checkpoint, data.description, checkpoint_path)
-    artifacts.write_yaml(out_dir / "config.yaml", config)
+        check_same_data(checkpoint, data.description, checkpoint_path)
+    if context.is_main:
+        artifacts.write_yaml(out_dir / "config.yaml", config)
     model = build_model(config, data.num_classes)
     if train_cfg["init_from"]:
         model.load_state_dict(artifacts.load_state_dict(train_cfg["init_from"]))
     model = model.to(device)
+    if context.enabled and train_cfg["sync_batchnorm"]:
+        model = sync_batchnorm(model)
     if train_cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     teacher = build_teacher(config, data.num_classes, device)
@@ -643,7 +442,8 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
     step_fn = build_step(model, optimizer, restriction=restriction, teacher=teacher,
                          label_smoothing=train_cfg["label_smoothing"],
                          cuda_graphs=train_cfg["cuda_graphs"], compile=train_cfg["compile"],
-                         mixed_precision=train_cfg["mixed_precision"])
+                         mixed_precision=train_cfg["mixed_precision"],
+                         distributed=context.enabled)
 
     state = RunState()
     if checkpoint is not None:
@@ -658,7 +458,7 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
                             f"than the {data.train.num_images} training images and drop_last is "
                             "on, so no step would run; lower the batch size or use more data")
     epochs, max_steps = train_cfg["epochs"], train_cfg["max_steps"]
-    segment = Segment(config, device, state, len(data.train), started)
+    segment = Segment(config, device, state, len(data.train), started, context.world_size)
 
     def segment_records(ended_by, epoch, step, partial=None, seconds=0.0, images=0):
         current = segment.update(ended_by, epoch, step, partial,
@@ -667,7 +467,10 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
 
     def save_checkpoint(epochs_done: int, step_now: int, partial=None, seconds=0.0, images=0,
                         ended_by=INTERRUPTED):
-        """Everything a rerun needs to continue exactly here (written atomically)."""
+        """Everything a rerun needs to continue exactly here (written atomically, by rank 0:
+        the weights and optimiser state are the same on every rank)."""
+        if not context.is_main:
+            return
         segments, wall = segment_records(ended_by, epochs_done, step_now, partial, seconds, images)
         saved = RunState(epochs_done, step_now, partial, state.history, state.best,
                          state.train_seconds + seconds, state.images_seen + images,
@@ -693,7 +496,7 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
             on_checkpoint=lambda progress_state, epoch=epoch, tick=tick: save_checkpoint(
                 epoch, progress_state["step"], progress_state,
                 time.perf_counter() - tick, progress_state["images"]),
-            should_stop=stop)
+            should_stop=stop, context=context)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - tick
@@ -716,24 +519,26 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
         if stats["ires_removed"] is not None:
             record["ires_removed"] = stats["ires_removed"]
         if finished or (epoch + 1) % config["eval"]["every"] == 0:
-            last_eval = evaluate(model, data.test, train_cfg["mixed_precision"])
+            context.broadcast_buffers(model)  # rank 0's BatchNorm statistics everywhere
+            last_eval = evaluate(model, data.test, train_cfg["mixed_precision"], context)
             record["test"] = last_eval
             if state.best is None or last_eval["top1"] > state.best["top1"]:
                 state.best = {**last_eval, "epoch": epoch + 1}
         state.history.append(record)
         state.epoch = epoch + 1
-        if config["progress"]:
+        if config["progress"] and context.is_main:
             tqdm.write(_epoch_line(record, epochs, state.best, stats["images"] / seconds,
                                    state.train_seconds / max(len(state.history), 1)),
                        file=sys.stdout)
             sys.stdout.flush()
-        if not finished and stop():
+        if not finished and context.any(stop(), device):
             save_checkpoint(state.epoch, state.step, ended_by=f"stopped by {stop.reason}")
             raise TrainingStopped(stop.reason, float(state.epoch), state.step, out_dir)
         save_checkpoint(state.epoch, state.step)
 
     if last_eval is None:  # resumed after the last epoch had already been checkpointed
-        last_eval = evaluate(model, data.test, train_cfg["mixed_precision"])
+        context.broadcast_buffers(model)
+        last_eval = evaluate(model, data.test, train_cfg["mixed_precision"], context)
     segments, wall = segment_records("complete", state.epoch, state.step)
     metrics = {
         "status": "complete",
@@ -750,9 +555,12 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
                                if state.train_seconds > 0 else None),
         "wall_seconds": state.wall_seconds + wall,
         "resumed_from_epoch": resumed_from,
+        "world_size": context.world_size,
         "segments": segments,
         "provenance": provenance.collect(device),
     }
-    artifacts.save_torch(out_dir / "model.pt", model.state_dict())
-    artifacts.write_json(out_dir / "metrics.json", metrics)
+    if context.is_main:
+        artifacts.save_torch(out_dir / "model.pt", model.state_dict())
+        artifacts.write_json(out_dir / "metrics.json", metrics)
+    context.barrier()
     return metrics

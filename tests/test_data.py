@@ -87,7 +87,7 @@ def test_batched_augmentation_matches_per_image_crop_and_flip():
     gen = batches._generator()
     torch.randperm(8, generator=gen)  # same draws as __iter__
     state = gen.get_state()
-    augmented = batches._augment(split.images, gen)
+    augmented = batches._augment(split.images, batches._draw(8, gen))
     gen.set_state(state)
     top = torch.randint(0, 9, (8, 1), generator=gen)
     left = torch.randint(0, 9, (8, 1), generator=gen)

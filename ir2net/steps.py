@@ -1,0 +1,215 @@
+"""One training step: the loss of Algorithm 1 / Eq. 10 (with the teacher's soft targets
+on ImageNet), backward and update -- eagerly, as one captured CUDA graph, or data-parallel.
+
+Nothing in a step reads a value back to the host; the epoch loop looks only every few
+steps (:mod:`ir2net.training`).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .compilation import CompiledOrEager
+from .restriction import InformationRestriction
+
+__all__ = ["distillation_loss", "autocast", "StepOutput", "TrainForward", "TrainStep",
+           "CudaGraphStep", "build_step"]
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the teacher's softmax (the authors' DistributionLoss; equal to
+    KL(teacher || student) up to the teacher's entropy, which has no gradient)."""
+    return -(F.softmax(teacher_logits, dim=1) * F.log_softmax(student_logits, dim=1)).sum(1).mean()
+
+
+# ----------------------------------------------------------------------------- one step
+def autocast(device: torch.device, mixed_precision: str, cache_enabled: bool = True):
+    """The ``train.mixed_precision`` context: ``torch.autocast`` in bfloat16, or nothing."""
+    if mixed_precision == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
+
+
+class StepOutput(NamedTuple):
+    """What one training step leaves on the device; nothing here is read by the host."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    removed_fraction: Optional[torch.Tensor]  # IRes: input pixels its mask removed (Eq. 8)
+
+
+class TrainForward(nn.Module):
+    """The forward passes of one training step as one module, so that data-parallel
+    training (DistributedDataParallel) sees one forward per step: the original images and,
+    with IRes (Algorithm 1), the images masked by the network's own attention.  Returns the
+    logits of both passes and the fraction of input pixels the mask removed."""
+
+    def __init__(self, model: nn.Module, restriction: Optional[InformationRestriction] = None):
+        super().__init__()
+        self.model = model
+        self.restriction = restriction
+
+    def forward(self, images: torch.Tensor):
+        if self.restriction is None:
+            return self.model(images), None, None
+        logits, attention_source = self.model(images, return_attention_source=True)
+        masked, removed = self.restriction.restrict(images, attention_source)
+        return logits, self.model(masked), removed
+
+
+class TrainStep:
+    """One optimisation step: forward, the IRes masked pass (Algorithm 1) when
+    ``restriction`` is set, Eq. 10, backward, update.  Everything stays on the device:
+    no value is read back to the host here.  ``mixed_precision="bfloat16"`` runs the
+    forward passes under ``torch.autocast`` (see :func:`autocast`).  ``distributed``
+    wraps the forward passes in DistributedDataParallel: gradients are averaged over the
+    ranks, each of which holds its slice of the global batch."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 restriction: Optional[InformationRestriction] = None,
+                 teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0,
+                 mixed_precision: str = "none", distributed: bool = False):
+        self.model = model
+        self.optimizer = optimizer
+        self.restriction = restriction
+        self.teacher = teacher
+        self.label_smoothing = label_smoothing
+        self.mixed_precision = mixed_precision
+        self.autocast_cache = True  # CUDA-graph capture turns the weight-cast cache off
+        self.forward = TrainForward(model, restriction)
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            device = next(model.parameters()).device
+            self.forward = DistributedDataParallel(
+                self.forward, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _criterion(self, logits, labels, soft_target):
+        logits = logits.float()  # the loss in float32, also under mixed precision
+        if soft_target is not None:
+            return distillation_loss(logits, soft_target.float())
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        """``Loss_total``, the logits of the original images (both with the graph attached)
+        and the fraction of input pixels IRes removed (``None`` without IRes)."""
+        with autocast(images.device, self.mixed_precision, self.autocast_cache):
+            return self._loss(images, labels)
+
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        soft_target = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                soft_target = self.teacher(images)
+        logits, masked_logits, removed = self.forward(images)
+        loss = self._criterion(logits, labels, soft_target)
+        if masked_logits is not None:  # Eq. 10
+            loss = self.restriction.combine(loss, self._criterion(masked_logits, labels,
+                                                                  soft_target))
+        return StepOutput(loss, logits, removed)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        output = self.loss(images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        self.optimizer.step()
+        return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction)
+
+
+class CudaGraphStep:
+    """A :class:`TrainStep` captured into a CUDA graph and replayed (SGD on CUDA only).
+
+    At batch 128 the small CIFAR models are bound by kernel launches, not arithmetic;
+    replaying one graph per step removes that overhead.  The math is the eager step's:
+    the first step runs eagerly (it creates the optimizer's momentum buffers), the
+    warm-up passes before a capture only run forward/backward and BatchNorm's running
+    statistics are restored after them.  The graph bakes in the learning rate, so it is
+    recaptured whenever the rate changes (once per epoch under the cosine schedule);
+    batches of another shape (a last partial batch) run eagerly.
+    """
+
+    def __init__(self, step: TrainStep, warmup: int = 2):
+        if not isinstance(step.optimizer, torch.optim.SGD):
+            raise ValueError("CUDA-graph capture is implemented for SGD only")
+        self.step = step
+        self.model = step.model
+        self.forward = step.forward
+        self.optimizer = step.optimizer
+        self.warmup = warmup
+        self.graph = None
+        self.key = None
+        self.eager_steps = 0
+
+    def _capture(self, images, labels):
+        self.static_images = images.clone()
+        self.static_labels = labels.clone()
+        self.step.autocast_cache = False  # cached weight casts must not outlive a replay
+        norms = [m for m in self.model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                 for m in norms]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step.loss(self.static_images, self.static_labels).loss.backward()
+        torch.cuda.current_stream().wait_stream(side)
+        for module, (mean, var, count) in zip(norms, saved):
+            module.running_mean.copy_(mean)
+            module.running_var.copy_(var)
+            module.num_batches_tracked.copy_(count)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            output = self.step.loss(self.static_images, self.static_labels)
+            output.loss.backward()
+            self.optimizer.step()
+        self.static = StepOutput(output.loss.detach(), output.logits.detach(),
+                                 output.removed_fraction)
+
+    def __call__(self, images, labels):
+        key = (tuple(images.shape), tuple(group["lr"] for group in self.optimizer.param_groups))
+        if self.eager_steps == 0 or (self.key is not None and key[0] != self.key[0]):
+            self.eager_steps += 1
+            return self.step(images, labels)
+        if self.graph is None or key != self.key:
+            self._capture(images, labels)
+            self.key = key
+        self.static_images.copy_(images)
+        self.static_labels.copy_(labels)
+        self.graph.replay()
+        return StepOutput(*(None if value is None else value.clone() for value in self.static))
+
+
+class _CompileFallback(nn.Module):
+    """``torch.compile``d model that falls back to the eager one if compilation fails."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.eager = model
+        self.forward_fn = CompiledOrEager(model, "the model")
+
+    def forward(self, *args, **kwargs):
+        return self.forward_fn(*args, **kwargs)
+
+
+def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
+               restriction: Optional[InformationRestriction] = None,
+               teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0,
+               cuda_graphs: bool = True, compile: bool = False, mixed_precision: str = "none",
+               distributed: bool = False):
+    """The fastest available form of :class:`TrainStep` for this device and optimizer.
+    Under data parallelism the step runs eagerly (no CUDA-graph capture)."""
+    device = next(model.parameters()).device
+    forward_model = _CompileFallback(model) if compile else model
+    step = TrainStep(forward_model, optimizer, restriction=restriction, teacher=teacher,
+                     label_smoothing=label_smoothing, mixed_precision=mixed_precision,
+                     distributed=distributed)
+    if (cuda_graphs and device.type == "cuda" and isinstance(optimizer, torch.optim.SGD)
+            and not distributed):
+        return CudaGraphStep(step)
+    return step
