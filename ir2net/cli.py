@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -34,6 +35,9 @@ def _train(args) -> int:
             _requeue_slurm_job()
         return RESUMABLE_EXIT
     final, best = metrics["final"], metrics["best"]
+    from .distributed import from_environment
+    if not from_environment().is_main:
+        return 0
     print(f"{args.out}: final top-1 {final['top1']:.2f}% top-5 {final['top5']:.2f}% on "
           f"{final['images']} test images; best top-1 {best['top1']:.2f}% (epoch {best['epoch']}); "
           f"{metrics['steps']} steps")
@@ -47,7 +51,11 @@ def _requeue_slurm_job() -> None:
     import os
     import subprocess
 
+    from .distributed import from_environment
+
     job = os.environ.get("SLURM_JOB_ID")
+    if not from_environment().is_main:
+        return  # one rank requeues the job for all
     if not job:
         print("ir2net: --requeue-on-stop outside a SLURM job: nothing to requeue",
               file=sys.stderr)
@@ -224,7 +232,8 @@ def _report(args) -> int:
     from .reporting import write_report
 
     for path in write_report(args.records, args.tables, args.figures, args.out,
-                             divergences=args.divergences, benchmark=args.benchmark):
+                             divergences=args.divergences, benchmark=args.benchmark,
+                             cost_plan=args.plan):
         print(path)
     return 0
 
@@ -255,6 +264,22 @@ def _export_model(args) -> int:
     from .inference import export
 
     print(export(args.target, args.out, args.format, config=args.config))
+    return 0
+
+
+def _plan(args) -> int:
+    from .plan import plan_markdown, plan_profile
+
+    jobs = plan_profile(args.configfile, args.device, args.bench)
+    if args.json:
+        print(json.dumps([{**vars(job), "gpu_hours": job.gpu_hours, "wall_hours": job.wall_hours}
+                          for job in jobs], indent=2))
+        return 0
+    text = plan_markdown(jobs, args.device, Path(args.configfile).stem)
+    if args.out:
+        from .artifacts import write_text
+        write_text(args.out, text + "\n")
+    print(text)
     return 0
 
 
@@ -340,6 +365,20 @@ def build_parser() -> argparse.ArgumentParser:
     export_model.add_argument("--out", required=True, help="file to write")
     export_model.add_argument("--config", help="the run's config.yaml (default: beside model.pt)")
     export_model.set_defaults(func=_export_model)
+
+    plan = sub.add_parser("plan", help="what a workflow profile costs: images x epochs and "
+                                       "GPU-hours per job, per table and in total")
+    plan.add_argument("--configfile", default="config/paper.yaml",
+                      help="the workflow profile (default: %(default)s)")
+    plan.add_argument("--device", default="h100",
+                      help="a device with a benchmark record in --bench: h100, cpu, ... "
+                           "(default: %(default)s)")
+    plan.add_argument("--bench", default=str(Path(__file__).resolve().parents[1] / "results" /
+                                             "bench"),
+                      help="folder of `ir2net bench --json` records")
+    plan.add_argument("--out", help="also write the Markdown plan to this file")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=_plan)
 
     longrun = sub.add_parser("longrun", help="the published-schedule runs kept in the "
                                              "repository (results/longruns/): status, continue")
@@ -438,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True)
     report.add_argument("--divergences", help="docs/divergences.md, included in the report")
     report.add_argument("--benchmark", help="an `ir2net bench --json` result to include")
+    report.add_argument("--plan", help="an `ir2net plan` Markdown file to include")
     report.set_defaults(func=_report)
 
     export = sub.add_parser("export-records", help="copy finished runs' metrics and configs "

@@ -12,11 +12,12 @@ Pure Python: the workflow imports this module when it parses, without torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from .recovery_presets import table_presets
 
-__all__ = ["RunSpec", "build_runs", "run_table", "role_label", "SCHEDULE_GROUPS", "FIGURE7_SERIES", "TABLE1_ROWS", "TABLE3_ROWS",
+__all__ = ["RunSpec", "build_runs", "run_table", "role_label", "derive_imagenet", "PlanError", "SCHEDULE_GROUPS", "FIGURE7_SERIES", "TABLE1_ROWS", "TABLE3_ROWS",
            "TABLE3_BACKBONES",
            "TABLE4_VARIANTS", "ires_tag", "run_id"]
 
@@ -84,6 +85,40 @@ class RunSpec:
                 settings.pop(key, None)
                 settings[key] = value
         return settings
+
+
+class PlanError(ValueError):
+    """A workflow config that cannot define its runs; names the key."""
+
+
+def derive_imagenet(config: dict, *, check_paths: bool = True) -> dict:
+    """Where the ImageNet arm reads its data: ``imagenet.root``, or the stand-in the DAG
+    builds from CIFAR-10 (``allow_standin``).  Fills ``data_root``, the image sizes and a
+    ``description`` into ``config["imagenet"]`` (in place; also returned).  Without
+    ``check_paths`` (a cost plan) a profile whose ImageNet is not here is still planned."""
+    imagenet, cifar = config["imagenet"], config["cifar10"]
+    if imagenet.get("root"):
+        if check_paths and not Path(imagenet["root"]).is_dir():
+            raise PlanError(f"config key 'imagenet.root': {imagenet['root']} is not a folder")
+        imagenet["data_root"] = imagenet["root"]
+        imagenet["description"] = f"ImageNet from {imagenet['root']}"
+    elif imagenet.get("allow_standin"):
+        standin = imagenet["standin"]
+        imagenet["data_root"] = f"{config['runs_dir']}/imagenet-standin"
+        imagenet["image_size"] = standin["image_size"]
+        imagenet["resize_size"] = standin["image_size"] + standin["image_size"] // 7
+        imagenet["description"] = (
+            f"STAND-IN, not ImageNet: {standin['classes']} CIFAR-10 classes "
+            f"({'SYNTHETIC images' if cifar['dataset'] == 'synthetic' else 'real images'}), "
+            f"{standin['train_per_class']}/{standin['val_per_class']} train/val images per "
+            f"class, upsampled to {standin['image_size']}px")
+    elif check_paths:
+        raise PlanError("config key 'imagenet.root': this profile needs ImageNet (train/ and "
+                        "val/ class folders) and does not allow a stand-in; set imagenet.root")
+    else:
+        imagenet["data_root"] = "IMAGENET"
+        imagenet["description"] = "ImageNet (not on this machine)"
+    return config
 
 
 def role_label(role: dict) -> str:

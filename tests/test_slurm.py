@@ -45,6 +45,7 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
         {"slurm_partition": "debug", "slurm_account": "ci", "mem_mb": 1500, "cpus_per_task": 1,
          "runtime": 30})
     slurm_profile["set-resources"]["train"].update({"cpus_per_task": 1, "mem_mb": 3000})
+    slurm_profile["set-resources"]["train_imagenet"].update({"mem_mb": 3000, "runtime": 30})
     slurm_profile["set-threads"]["train"] = 1
     (profile / "config.yaml").write_text(yaml.safe_dump(slurm_profile))
     # one run long enough to be cancelled in the middle (a checkpoint every step)
@@ -53,6 +54,7 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
         smoke["schedules"][group] = {
             "train.epochs": 6, "train.batch_size": 8, "train.checkpoint_every_steps": 1}
     steps = 6 * (smoke["cifar10"]["synthetic"]["train_size"] // 8)
+    smoke["cluster"] = {"imagenet_gpus": 2, "cpus_per_gpu": 1}  # 2-task data-parallel jobs
     (work / "config" / "smoke.yaml").write_text(yaml.safe_dump(smoke))
 
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
@@ -98,6 +100,13 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
         assert metrics["resumed_from_epoch"] is not None, run  # continued its checkpoint
         assert metrics["steps"] == steps, run
     assert (work / "output/smoke/report/report.html").is_file()
+    # the ImageNet jobs ran as 2 srun tasks, data-parallel over gloo (stand-in GPUs)
+    for run in ("imagenet-a-stage1-s0", "imagenet-a-stage2-s0", "imagenet-teacher-s0"):
+        metrics = json.loads((runs / run / "metrics.json").read_text())
+        assert metrics["world_size"] == 2, run
+        assert {s["world_size"] for s in metrics["segments"]} == {2}, run
+    cifar = json.loads((runs / LONG_RUN / "metrics.json").read_text())
+    assert cifar["world_size"] == 1
 
 
 def test_a_training_job_at_its_time_budget_requeues_itself_and_finishes(tmp_path):

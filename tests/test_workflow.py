@@ -53,8 +53,9 @@ def test_dry_run_has_every_run_once(profile, tmp_path):
     default = {key: schema["properties"][key]["default"]
                for key in ("seeds", "lambda_grid", "table3_backbones")}
     config = {**default, **config}
-    assert counts["train"] == expected_train_jobs(
+    assert counts["train"] + counts["train_imagenet"] == expected_train_jobs(
         path, config["seeds"], config["lambda_grid"], config["table3_backbones"])
+    assert counts["train_imagenet"] == len(config["seeds"]) * (4 * 2 + 2)
     for rule in ("accuracy_tables", "complexity_tables", "figures", "attention_maps", "report",
                  "imagenet_standin", "all"):
         assert counts[rule] == 1
@@ -75,7 +76,7 @@ def test_paper_profile_with_imagenet(tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
     # three seeds, the full lambda grid, no teacher to train, no stand-in
-    assert counts["train"] == expected_train_jobs(None, [0, 1, 2], [0, .15, .3, .45, .6, .75, .9, 1],
+    assert counts["train"] + counts["train_imagenet"] == expected_train_jobs(None, [0, 1, 2], [0, .15, .3, .45, .6, .75, .9, 1],
                                                   ["vgg_small", "resnet20_bireal",
                                                    "resnet20_irnet", "resnet18_cifar"],
                                                   teacher=False)
@@ -256,7 +257,8 @@ def test_the_dag_parses_where_torch_cannot_be_imported(tmp_path):
                              "2", "--configfile", *files], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr + result.stdout
-    assert job_counts(result.stdout)["train"] == 34
+    counts = job_counts(result.stdout)
+    assert counts["train"] + counts["train_imagenet"] == 34
 
 
 def test_deployed_as_a_module_the_smoke_dag_runs_in_another_folder(tmp_path):
@@ -281,3 +283,49 @@ def test_deployed_as_a_module_the_smoke_dag_runs_in_another_folder(tmp_path):
     assert "Where the paper and the authors' code differ" in report  # found from the workflow
     assert (out / "results" / "tables" / "table1.md").is_file()
     assert (out / "runs" / "run-table.yaml").is_file()
+
+
+def test_on_a_cluster_the_imagenet_jobs_ask_for_a_node_of_gpus(tmp_path):
+    """The SLURM profile's dry run of the paper profile: every ImageNet training job asks
+    for `cluster.imagenet_gpus` GPUs with one task each, started by srun (data-parallel);
+    the CIFAR-10 jobs stay single-process with one GPU."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    result = snakemake("-n", "--profile", "workflow/profiles/slurm", "--configfiles",
+                       "config/paper.yaml", overrides(tmp_path, {"imagenet": {"root": str(tmp_path)}}))
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = result.stdout.split("rule ")[1:]
+    imagenet = [job for job in jobs if job.startswith("train_imagenet:")]
+    cifar = [job for job in jobs if job.startswith("train:")]
+    assert len(imagenet) == 3 * 9 and cifar  # no teacher to train: torchvision's weights
+    for job in imagenet:
+        assert "gpu=8, tasks=8, nodes=1, mpi=srun" in job and "cpus_per_task=8" in job
+        assert "srun -n 8 python -m ir2net.cli train --set data.workers=7" in job
+    for job in cifar:
+        assert "gpu=1" in job and "srun" not in job.split("Shell command:")[1]
+
+
+def test_the_cost_plan_of_the_paper_profile(capsys):
+    """`ir2net plan`: every job of the paper profile with its images x epochs, GPU-hours per
+    table and in total; the ResNet-20 IR²Net jobs at the measured H100 step, the rest
+    labelled estimates."""
+    from ir2net.cli import main
+    from ir2net.plan import plan_profile
+
+    jobs = plan_profile(ROOT / "config" / "paper.yaml", "h100")
+    assert len(jobs) == 3 * 33
+    measured = [job for job in jobs if job.measured]
+    assert measured and all(job.model == "resnet20_bireal" for job in measured)
+    ir2net = next(job for job in jobs if job.run == "cifar10-resnet20_bireal-bin-cirec-lam0.15-s0")
+    assert ir2net.measured and ir2net.image_epochs == 50_000 * 500
+    assert 14_000 < ir2net.images_per_s < 15_000  # results/bench/cuda_h100.json
+    imagenet = [job for job in jobs if job.model == "resnet18_bireal_imagenet"]
+    assert imagenet and all(job.gpus == 8 and job.train_images == 1_281_167 for job in imagenet)
+    assert main(["plan", "--configfile", str(ROOT / "config/paper.yaml")]) == 0
+    text = capsys.readouterr().out
+    total = sum(job.gpu_hours for job in jobs)
+    assert f"**{total:,.1f} GPU-hours** in all" in text
+    for table in ("Table I", "Table III", "Table IV", "Figure 7"):
+        assert f"| {table}" in text
+    assert main(["plan", "--device", "tpu-v9"]) == 2
+    assert "no benchmark record for device 'tpu-v9'" in capsys.readouterr().err

@@ -56,8 +56,10 @@ def _image_data_uri(path: Path) -> str:
 
 def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: str | Path,
                  out_dir: str | Path, divergences: Optional[str | Path] = None,
-                 benchmark: Optional[str | Path] = None) -> list[Path]:
-    """``report.md`` and a self-contained ``report.html`` (images embedded)."""
+                 benchmark: Optional[str | Path] = None,
+                 cost_plan: Optional[str | Path] = None) -> list[Path]:
+    """``report.md`` and a self-contained ``report.html`` (images embedded); ``cost_plan``:
+    an ``ir2net plan`` Markdown file to include."""
     import markdown
 
     plan, records = load_records(records_dir)
@@ -97,6 +99,8 @@ def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: s
                   f"formulation {step['reference_img_s']:.0f} img/s (**{step['speedup']:.2f}x**); "
                   f"with the data pipeline {step['ours_with_data_img_s']:.0f} img/s; data "
                   f"pipeline alone {bench['data']['img_s']:.0f} img/s.", ""]
+    if cost_plan and Path(cost_plan).is_file():
+        lines += ["## What the published schedules cost", "", Path(cost_plan).read_text(), ""]
     provenance = _provenance_rows(records)
     lines += ["## Provenance of every run", "",
               f"Profile `{plan['profile']}`; CIFAR-10 from `{plan['cifar10']['root']}` "

@@ -10,8 +10,8 @@ from snakemake.utils import validate
 # The run table comes from the package's source next to this workflow (no install needed,
 # e.g. deployed as a module), and parsing imports nothing that imports torch.
 sys.path.insert(0, str(Path(workflow.current_basedir).parents[1]))
-from ir2net.experiments import (SCHEDULE_GROUPS, TABLE3_BACKBONES, build_runs,  # noqa: E402
-                                run_table)
+from ir2net.experiments import (SCHEDULE_GROUPS, TABLE3_BACKBONES, PlanError,  # noqa: E402
+                                build_runs, derive_imagenet, run_table)
 
 
 if not config:
@@ -45,25 +45,11 @@ if _cifar["dataset"] == "cifar10":
                       "(for example extract or point at the shared cifar10-jpeg.tar.gz), or set "
                       "cifar10.download: true where the network allows")
 
+try:
+    derive_imagenet(config)
+except PlanError as error:
+    raise ValueError(str(error)) from None
 _imagenet = config["imagenet"]
-if _imagenet["root"]:
-    if not Path(_imagenet["root"]).is_dir():
-        _config_error("imagenet.root", f"{_imagenet['root']} is not a folder")
-    _imagenet["data_root"] = _imagenet["root"]
-    _imagenet["description"] = f"ImageNet from {_imagenet['root']}"
-elif _imagenet["allow_standin"]:
-    _imagenet["data_root"] = f"{config['runs_dir']}/imagenet-standin"
-    _standin = _imagenet["standin"]
-    _imagenet["image_size"] = _standin["image_size"]
-    _imagenet["resize_size"] = _standin["image_size"] + _standin["image_size"] // 7
-    _imagenet["description"] = (
-        f"STAND-IN, not ImageNet: {_standin['classes']} CIFAR-10 classes "
-        f"({'SYNTHETIC images' if _cifar['dataset'] == 'synthetic' else 'real images'}), "
-        f"{_standin['train_per_class']}/{_standin['val_per_class']} train/val images per class, "
-        f"upsampled to {_standin['image_size']}px")
-else:
-    _config_error("imagenet.root", "this profile needs ImageNet (train/ and val/ class folders) "
-                  "and does not allow a stand-in; set imagenet.root")
 
 # Files of the workflow itself are found from its own location, so that the workflow also
 # runs deployed as a module (the catalog's standardized usage) from another folder.
@@ -77,7 +63,29 @@ RUN_TABLE = run_table(config, RUNS)  # the experiment plan, computed once
 RUN_TABLE_FILE = f"{RUNS_DIR}/run-table.yaml"
 # the package from the source beside this workflow, whether or not it is installed
 SOURCE = str(Path(workflow.current_basedir).parents[1])
-IR2NET = f"PYTHONPATH={SOURCE}${{PYTHONPATH:+:$PYTHONPATH}} python -m ir2net.cli"
+PACKAGE_PATH = f"PYTHONPATH={SOURCE}${{PYTHONPATH:+:$PYTHONPATH}}"
+IR2NET = f"{PACKAGE_PATH} python -m ir2net.cli"
+
+
+IMAGENET_RUNS = [run for run, spec in RUNS.items() if spec.recipe.startswith("imagenet")]
+CIFAR_RUNS = [run for run in RUNS if run not in IMAGENET_RUNS]
+CLUSTER = config["cluster"]
+
+
+def one_of(names):
+    return "|".join(re.escape(name) for name in names) or "^$"
+
+
+def launcher(wildcards, resources):
+    """How a training job starts: an ImageNet job on a cluster as one task per GPU (each
+    reads its rank from SLURM's environment: data-parallel training), with the input
+    pipeline's workers sized to its cores; every other job as one process."""
+    mpi = getattr(resources, "mpi", None)
+    if not mpi:
+        return f"{IR2NET} train"
+    workers = max(int(resources.cpus_per_task) - 1, 0)
+    return (f"{PACKAGE_PATH} {mpi} -n {resources.tasks} python -m ir2net.cli train"
+            f" --set data.workers={workers}")
 
 
 wildcard_constraints:

@@ -2,6 +2,7 @@ localrules:
     run_table,
     accuracy_tables,
     complexity_tables,
+    cost_plan,
     figures,
     attention_maps,
     report,
@@ -43,6 +44,22 @@ rule complexity_tables:
         "../envs/ir2net.yaml"
     shell:
         "{params.cli} tables --which complexity --out {params.out} > {log} 2>&1"
+
+
+rule cost_plan:
+    output:
+        f"{RESULTS}/plan.md",
+    log:
+        f"{LOGS}/cost_plan.log",
+    params:
+        profile=workflow.source_path("../../config/paper.yaml"),  # the published schedules
+        device=config["plan_device"],
+        cli=IR2NET,
+    conda:
+        "../envs/ir2net.yaml"
+    shell:
+        "{params.cli} plan --configfile {params.profile} --device {params.device}"
+        " --out {output} > {log} 2>&1"
 
 
 rule figures:
@@ -91,6 +108,7 @@ rule report:
         TABLES,
         FIGURES,
         attention=f"{RESULTS}/figures/attention.png",
+        plan=[f"{RESULTS}/plan.md"] if config["plan_device"] else [],
         divergences=DIVERGENCES,
         run_table=RUN_TABLE_FILE,
     output:
@@ -104,13 +122,14 @@ rule report:
         figures=f"{RESULTS}/figures",
         out=lambda wildcards, output: os.path.dirname(output.md),
         benchmark=(f"--benchmark {config['benchmark_json']}" if config["benchmark_json"] else ""),
+        plan=lambda wildcards, input: f"--plan {input.plan[0]}" if input.plan else "",
         cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
         "{params.cli} report --records {params.records} --tables {params.tables}"
         " --figures {params.figures} --out {params.out} --divergences {input.divergences}"
-        " {params.benchmark} > {log} 2>&1"
+        " {params.benchmark} {params.plan} > {log} 2>&1"
 
 
 # `snakemake publish`: after the main job, copy the profile's run records into the

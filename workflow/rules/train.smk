@@ -31,12 +31,13 @@ rule imagenet_standin:
         " > {log} 2>&1"
 
 
+# CIFAR-10 runs: one process (one GPU or less on a cluster).
 rule train:
     input:
         unpack(train_inputs),
     output:
-        metrics=f"{RUNS_DIR}/{{run}}/metrics.json",
-        model=f"{RUNS_DIR}/{{run}}/model.pt",
+        metrics=f"{RUNS_DIR}/{{run,{one_of(CIFAR_RUNS)}}}/metrics.json",
+        model=f"{RUNS_DIR}/{{run,{one_of(CIFAR_RUNS)}}}/model.pt",
     log:
         f"{LOGS}/train/{{run}}.log",
     benchmark:
@@ -46,13 +47,26 @@ rule train:
         settings=train_settings,
         folder=lambda wildcards, output: os.path.dirname(output.metrics),
         requeue=requeue_settings,
-        cli=IR2NET,
+        launcher=launcher,
     threads: config["threads"]
     resources:
         mem_mb=8000,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "{params.cli} train --config {params.recipe} --out {params.folder} --threads {threads}"
-        " --on-config-change restart {params.requeue} --settings {params.settings:q}"
-        " > {log} 2>&1"
+        "{params.launcher} --config {params.recipe} --out {params.folder}"
+        " --threads {threads} --on-config-change restart {params.requeue}"
+        " --settings {params.settings:q} > {log} 2>&1"
+
+
+# ImageNet runs: on a cluster (on_cluster), data-parallel over `cluster.imagenet_gpus` GPUs of one node,
+# one task per GPU (the plugin's MPI-style jobs: the shell starts the tasks with srun).
+use rule train as train_imagenet with:
+    output:
+        metrics=f"{RUNS_DIR}/{{run,{one_of(IMAGENET_RUNS)}}}/metrics.json",
+        model=f"{RUNS_DIR}/{{run,{one_of(IMAGENET_RUNS)}}}/model.pt",
+    resources:
+        mem_mb=8000,
+        **({"gpu": CLUSTER["imagenet_gpus"], "tasks": CLUSTER["imagenet_gpus"], "nodes": 1,
+            "cpus_per_task": CLUSTER["cpus_per_gpu"], "mpi": CLUSTER["launcher"]}
+           if config["on_cluster"] else {}),

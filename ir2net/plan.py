@@ -1,0 +1,229 @@
+"""What a profile costs before it runs (``ir2net plan``): for every training job, the images
+it trains on times its epochs, the time it needs at a training-step throughput, and the
+GPU-hours per table and in total.
+
+Throughput is measured where a benchmark record exists for the device and the model
+(``results/bench/*.json``, written by ``ir2net bench --json``; today: ResNet-20 IR²Net
+with IRes and CIRec).  Every other job is an *estimate*, and the plan says so: the measured
+images/s scaled by the ratio of multiply-accumulates per training image (binary and real
+alike: a GPU runs both as floating-point convolutions), counting the IRes second pass, the
+teacher's forward pass and the test-set evaluations (a forward pass costs a third of a
+training pass).  Data-parallel ImageNet jobs are assumed to scale linearly over their GPUs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from .config import ConfigError
+from .experiments import derive_imagenet, run_table
+
+__all__ = ["JobCost", "plan_profile", "plan_markdown", "DATASET_SIZES"]
+
+#: Images per split of the real datasets (train, test).
+DATASET_SIZES = {"cifar10": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
+FORWARD_SHARE = 1 / 3  # a forward pass is about a third of forward + backward
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class JobCost:
+    run: str
+    tables: list[str]
+    model: str
+    train_images: int
+    test_images: int
+    epochs: int
+    gpus: int
+    images_per_s: float      # training images per second of the training step, one device
+    eval_seconds: float      # the test-set evaluations, one device
+    measured: bool           # the step's throughput is a benchmark record's, not scaled
+    source: str
+
+    @property
+    def image_epochs(self) -> int:
+        return self.train_images * self.epochs
+
+    @property
+    def gpu_hours(self) -> float:
+        return (self.image_epochs / self.images_per_s + self.eval_seconds) / 3600
+
+    @property
+    def wall_hours(self) -> float:
+        return self.gpu_hours / self.gpus
+
+
+def load_profile(path: str | Path) -> dict:
+    """A workflow config with the workflow schema's defaults filled in."""
+    import jsonschema
+
+    config = yaml.safe_load(Path(path).read_text())
+    schema = yaml.safe_load((REPOSITORY / "workflow/schemas/config.schema.yaml").read_text())
+
+    def fill(node: dict, node_schema: dict) -> None:
+        for key, sub in node_schema.get("properties", {}).items():
+            if key not in node and "default" in sub:
+                node[key] = copy.deepcopy(sub["default"])
+            if isinstance(node.get(key), dict) and sub.get("type") == "object":
+                fill(node[key], sub)
+    fill(config, schema)
+    jsonschema.validate(config, schema)
+    return derive_imagenet(config, check_paths=False)
+
+
+def _bench_records(folder: Path) -> list[dict]:
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        if "train_step" in record and "machine" in record:
+            record["file"] = path.name
+            records.append(record)
+    return records
+
+
+def measured_throughput(device: str, folder: Path) -> tuple[float, str]:
+    """The training step the default `ir2net train` runs on ``device`` (h100, cpu, ...):
+    ResNet-20 IR²Net img/s and the record it comes from."""
+    def matches(record):
+        machine = record["machine"]
+        name = (machine.get("gpu") or "").lower() if device != "cpu" else "cpu"
+        if device == "cpu":
+            return machine["device"] == "cpu"
+        return device.lower() in name
+    candidates = [r for r in _bench_records(folder) if matches(r)
+                  and not r["settings"].get("compile") and r["settings"].get("cuda_graphs", True)
+                  and not r["train_step"].get("bf16_binary_convs")
+                  and r["train_step"].get("mixed_precision", "none") == "none"]
+    if not candidates:
+        known = sorted({(r["machine"].get("gpu") or "cpu") for r in _bench_records(folder)})
+        raise ConfigError(f"no benchmark record for device {device!r} in {folder} (records: "
+                         f"{', '.join(known)}); run `ir2net bench --json` on it and save the "
+                         f"result there")
+    record = max(candidates, key=lambda r: r["train_step"]["ours_img_s"])
+    return record["train_step"]["ours_img_s"], record["file"]
+
+
+@lru_cache(maxsize=None)
+def _forward_macs(model_settings: str, image_size: int) -> float:
+    """Multiply-accumulates (binary and real) of one forward pass of one image of the model a
+    config builds (``model_settings``: its ``model`` section as JSON)."""
+    from .complexity import count_complexity
+    from .training import build_model
+
+    model_cfg = json.loads(model_settings)
+    config = {"model": model_cfg, "data": {"image_size": image_size}}
+    model = build_model(config, 1000 if image_size > 64 else 10)
+    report = count_complexity(model, (3, image_size, image_size), "reactnet")
+    return report.bops + report.flops
+
+
+def _cost_per_image(config: dict) -> float:
+    """Training cost of one image in MACs-equivalents: forward and backward of every pass
+    (IRes: two) and the teacher's forward."""
+    size = config["data"]["image_size"]
+    model = {**config["model"], "binary_dtype": "float32"}
+    cost = _forward_macs(json.dumps(model, sort_keys=True), size)
+    if config["ires"]["enabled"]:
+        cost *= 2
+    if config["train"]["teacher"]:
+        teacher = {**model, "name": config["train"]["teacher"]}
+        cost += _forward_macs(json.dumps(teacher, sort_keys=True), size) * FORWARD_SHARE
+    return cost
+
+
+def _step_signature(config: dict) -> tuple:
+    """What decides a training step's speed: the network, its recovery, IRes, precision,
+    image size (not lambda, not the schedule)."""
+    model, recovery = config["model"], config["model"]["recovery"]
+    return (model["name"], model["precision"], recovery["enabled"],
+            (recovery["preset"], recovery["r"], recovery["g"]) if recovery["enabled"] else None,
+            config["ires"]["enabled"], config["data"]["image_size"], config["train"]["teacher"])
+
+
+def _sizes(config: dict, profile: dict) -> tuple[int, int]:
+    data = config["data"]
+    if data["dataset"] == "synthetic":
+        return data["synthetic"]["train_size"], data["synthetic"]["test_size"]
+    if data["dataset"] == "imagenet" and not profile["imagenet"].get("root"):
+        standin = profile["imagenet"].get("standin", {})
+        if profile["imagenet"].get("allow_standin"):
+            classes = standin["classes"]
+            return classes * standin["train_per_class"], classes * standin["val_per_class"]
+    train, test = DATASET_SIZES[data["dataset"]]
+    return data["train_subset"] or train, data["test_subset"] or test
+
+
+def plan_profile(profile_path: str | Path, device: str = "h100",
+                 bench_folder: str | Path = REPOSITORY / "results/bench") -> list[JobCost]:
+    """The cost of every training job of a workflow profile on ``device``."""
+    from .config import load_config
+
+    profile = load_profile(profile_path)
+    measured, record = measured_throughput(device, Path(bench_folder))
+    reference = load_config("cifar10_resnet20_bireal", ["data.root=x"])
+    reference_cost = _cost_per_image(reference)  # what the benchmark step trains
+    jobs = []
+    for entry in run_table(profile)["runs"]:
+        settings = {k: v for k, v in entry["settings"].items()
+                    if k not in ("data.root", "train.init_from", "train.teacher_weights")}
+        config = load_config(entry["recipe"], ["data.root=x"], settings)
+        train_images, test_images = _sizes(config, profile)
+        cost = _cost_per_image(config)
+        speed = measured * reference_cost / cost
+        evaluations = math.ceil(config["train"]["epochs"] / config["eval"]["every"])
+        eval_seconds = test_images * evaluations * FORWARD_SHARE * cost / \
+            (measured * reference_cost)
+        same = _step_signature(config) == _step_signature(reference)
+        gpus = profile["cluster"]["imagenet_gpus"] if entry["recipe"].startswith("imagenet") \
+            else 1
+        jobs.append(JobCost(
+            entry["id"], sorted({_table_name(role) for role in entry["roles"]}),
+            config["model"]["name"], train_images, test_images, config["train"]["epochs"], gpus,
+            speed, eval_seconds, same, f"measured ({record})" if same else
+            f"estimate: {record} scaled by MACs per training image"))
+    return jobs
+
+
+def _table_name(role: dict) -> str:
+    return {"table1": "Table I", "table3": "Table III", "table4": "Table IV",
+            "table4-stage1": "Table IV", "figure7": "Figure 7"}[role["table"]]
+
+
+def plan_markdown(jobs: list[JobCost], device: str, profile: str) -> str:
+    """The plan as Markdown: one row per job, then GPU-hours per table and in total."""
+    import pandas as pd
+
+    from .reporting.tables import to_markdown
+
+    rows = [{"run": job.run, "tables": ", ".join(job.tables), "model": job.model,
+             "images x epochs": f"{job.train_images:,} x {job.epochs}",
+             "GPUs": str(job.gpus), "img/s per GPU": f"{job.images_per_s:,.0f}",
+             "GPU-hours": f"{job.gpu_hours:,.2f}", "wall hours": f"{job.wall_hours:,.2f}",
+             "throughput": "measured" if job.measured else "estimate"} for job in jobs]
+    per_table: dict[str, float] = {}
+    for job in jobs:
+        for table in job.tables:
+            per_table[table] = per_table.get(table, 0.0) + job.gpu_hours
+    total = sum(job.gpu_hours for job in jobs)
+    estimates = sum(not job.measured for job in jobs)
+    sources = sorted({job.source for job in jobs})
+    lines = [f"Cost plan of the `{profile}` profile on `{device}`: {len(jobs)} training jobs, "
+             f"**{total:,.1f} GPU-hours** in all ({estimates} of {len(jobs)} jobs at "
+             "estimated throughput). Throughput: " + "; ".join(sources) + ". A run that fills "
+             "several tables counts once in the total and in each of its tables. The estimates "
+             "scale a small model's step, which is bound by kernel launches, by MACs: they "
+             "overstate the time of large models (ImageNet) until `ir2net bench --model` "
+             "records exist for them.", "",
+             to_markdown(pd.DataFrame([{"table": table, "GPU-hours": f"{hours:,.1f}"}
+                                       for table, hours in sorted(per_table.items())]),
+                         [False, True]), "",
+             to_markdown(pd.DataFrame(rows), [False, False, False, True, True, True, True, True,
+                                              False])]
+    return "\n".join(lines)
