@@ -151,6 +151,20 @@ def _bench(args) -> int:
     return 0
 
 
+def _bench_pipeline(args) -> int:
+    from .bench import run_pipeline_benchmark
+
+    result = run_pipeline_benchmark(images=args.images, workers=args.workers,
+                                    batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"ImageNet input pipeline, {result['workers']} worker(s): {result['img_s']:.0f} "
+              f"img/s, {result['img_s_per_core']:.0f} img/s per core ({result['images']} "
+              f"images of {result['jpeg']})")
+    return 0
+
+
 def _standin(args) -> int:
     from .data import build_standin
 
@@ -434,6 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run our step eagerly on CUDA (default: captured CUDA graph)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench)
+
+    pipeline = sub.add_parser("bench-pipeline", help="decode + augmentation throughput of the "
+                                                     "ImageNet loader on ImageNet-sized JPEGs")
+    pipeline.add_argument("--images", type=int, default=512)
+    pipeline.add_argument("--workers", type=int, default=0,
+                          help="DataLoader workers (0: the main process; default: 0)")
+    pipeline.add_argument("--batch-size", type=int, default=64)
+    pipeline.add_argument("--json", action="store_true")
+    pipeline.set_defaults(func=_bench_pipeline)
 
     standin = sub.add_parser("standin", help="build an ImageNet-layout stand-in from CIFAR-10")
     standin.add_argument("--source", help="CIFAR-10 root (any form data.root accepts)")

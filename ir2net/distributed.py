@@ -19,8 +19,10 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
-__all__ = ["Distributed", "from_environment", "setup", "teardown"]
+__all__ = ["Distributed", "from_environment", "setup", "teardown", "sync_batchnorm",
+           "GlobalBatchNorm"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +116,79 @@ def setup(context: Distributed, device_type: str) -> None:
 def teardown(context: Distributed) -> None:
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """BatchNorm statistics over the global batch of all ranks (``train.sync_batchnorm``):
+    torch's SyncBatchNorm on GPUs; on the CPU (gloo) :class:`GlobalBatchNorm`."""
+    if next(model.parameters()).device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    def replace(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(module, name, GlobalBatchNorm.from_batchnorm(child))
+            else:
+                replace(child)
+    replace(model)
+    return model
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over ranks, differentiable: the gradient is summed over ranks as well."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch across the ranks,
+    for any backend (torch's SyncBatchNorm needs a GPU).  The per-channel sums are
+    all-reduced by a differentiable all-reduce, so the backward pass is synchronised as
+    well; running statistics use the unbiased global variance."""
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.modules.batchnorm._BatchNorm) -> "GlobalBatchNorm":
+        synced = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        like = bn.weight if bn.affine else bn.running_mean
+        synced = synced.to(device=like.device, dtype=like.dtype)
+        synced.load_state_dict(bn.state_dict())
+        return synced
+
+    def _check_input_dim(self, input):
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(input)
+        dims = [0] + list(range(2, input.dim()))
+        count = torch.tensor(float(input.numel() // input.shape[1]), device=input.device)
+        totals = _AllReduceSum.apply(torch.cat([input.sum(dims), input.pow(2).sum(dims),
+                                                count.view(1)]))
+        channels = input.shape[1]
+        total = totals[-1]
+        mean = totals[:channels] / total
+        var = totals[channels:2 * channels] / total - mean.pow(2)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else \
+                    1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+                self.running_var.mul_(1 - momentum).add_(
+                    momentum * var.detach() * total / max(float(total) - 1, 1.0))
+        shape = [1, channels] + [1] * (input.dim() - 2)
+        out = (input - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out

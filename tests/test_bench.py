@@ -45,3 +45,14 @@ def test_bench_json(capsys):
     result = json.loads(capsys.readouterr().out)
     assert set(result["train_step"]) >= {"ours_img_s", "reference_img_s", "speedup"}
     assert result["data"]["img_s"] > 0 and "cpu" in result["machine"]
+
+
+def test_the_imagenet_pipeline_benchmark_times_the_recipes_loader():
+    from ir2net.bench import run_pipeline_benchmark
+
+    result = run_pipeline_benchmark(images=16, workers=0, batch_size=8, epochs=1)
+    assert result["images"] == 16 and result["img_s"] > 0
+    assert result["img_s_per_core"] == result["img_s"]
+    for transform in ("RandomResizedCrop(size=(224, 224)", "Lighting(std=0.1, input='uint8')",
+                      "RandomHorizontalFlip", "Normalize"):
+        assert transform in result["transform"]

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -62,7 +61,7 @@ def _three_steps(context):
     from ir2net.recovery import recovery_preset
     from ir2net.restriction import InformationRestriction
     from ir2net.steps import TrainStep
-    from ir2net.training import sync_batchnorm
+    from ir2net.distributed import sync_batchnorm
 
     torch.manual_seed(0)
     model = create_model("resnet20_bireal", recovery=recovery_preset("table2_resnet20").spec)

@@ -299,7 +299,8 @@ def test_on_a_cluster_the_imagenet_jobs_ask_for_a_node_of_gpus(tmp_path):
     cifar = [job for job in jobs if job.startswith("train:")]
     assert len(imagenet) == 3 * 9 and cifar  # no teacher to train: torchvision's weights
     for job in imagenet:
-        assert "gpu=8, tasks=8, nodes=1, mpi=srun" in job and "cpus_per_task=8" in job
+        assert "gpu=8, tasks=8, tasks_per_gpu=1, nodes=1, mpi=srun" in job
+        assert "cpus_per_task=8" in job
         assert "srun -n 8 python -m ir2net.cli train --set data.workers=7" in job
     for job in cifar:
         assert "gpu=1" in job and "srun" not in job.split("Shell command:")[1]
@@ -329,3 +330,9 @@ def test_the_cost_plan_of_the_paper_profile(capsys):
         assert f"| {table}" in text
     assert main(["plan", "--device", "tpu-v9"]) == 2
     assert "no benchmark record for device 'tpu-v9'" in capsys.readouterr().err
+
+
+def test_snakemake_lint_is_clean():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr

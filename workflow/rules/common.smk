@@ -105,6 +105,13 @@ def train_inputs(wildcards):
     return inputs
 
 
+def write_yaml_atomically(path, data):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        yaml.safe_dump(data, handle, sort_keys=False, allow_unicode=True)
+    os.replace(tmp, path)
+
+
 def train_settings(wildcards):
     """The run's typed settings from the run table, as one JSON argument."""
     entry = next(run for run in RUN_TABLE["runs"] if run["id"] == wildcards.run)

@@ -105,8 +105,8 @@ rule attention_maps:
 
 rule report:
     input:
-        TABLES,
-        FIGURES,
+        tables=TABLES,
+        figures=FIGURES,
         attention=f"{RESULTS}/figures/attention.png",
         plan=[f"{RESULTS}/plan.md"] if config["plan_device"] else [],
         divergences=DIVERGENCES,
@@ -118,8 +118,8 @@ rule report:
         f"{LOGS}/report.log",
     params:
         records=lambda wildcards, input: os.path.dirname(input.run_table),
-        tables=f"{RESULTS}/tables",
-        figures=f"{RESULTS}/figures",
+        tables=lambda wildcards, input: os.path.dirname(input.tables[0]),
+        figures=lambda wildcards, input: os.path.dirname(input.figures[0]),
         out=lambda wildcards, output: os.path.dirname(output.md),
         benchmark=(f"--benchmark {config['benchmark_json']}" if config["benchmark_json"] else ""),
         plan=lambda wildcards, input: f"--plan {input.plan[0]}" if input.plan else "",
@@ -146,11 +146,12 @@ rule publish:
         longruns=LONGRUNS if WITH_LONGRUNS else "''",
         benchmark=config["benchmark_json"] or "''",
         divergences=DIVERGENCES,
+        runs=RUNS_DIR,
         cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "{params.cli} publish --runs {RUNS_DIR} --records {params.to[records]}"
+        "{params.cli} publish --runs {params.runs} --records {params.to[records]}"
         " --tables {params.to[tables]} --figures {params.to[figures]} --report {params.to[report]}"
         " --attention {input.attention} --longruns {params.longruns}"
         " --divergences {params.divergences} --benchmark {params.benchmark} > {log} 2>&1"

@@ -6,10 +6,7 @@ rule run_table:
     params:
         table=RUN_TABLE,  # rewritten whenever the plan changes
     run:
-        tmp = f"{output[0]}.tmp"
-        with open(tmp, "w") as handle:
-            yaml.safe_dump(params.table, handle, sort_keys=False, allow_unicode=True)
-        os.replace(tmp, output[0])
+        write_yaml_atomically(output[0], params.table)
 
 
 rule imagenet_standin:
@@ -67,6 +64,7 @@ use rule train as train_imagenet with:
         model=f"{RUNS_DIR}/{{run,{one_of(IMAGENET_RUNS)}}}/model.pt",
     resources:
         mem_mb=8000,
-        **({"gpu": CLUSTER["imagenet_gpus"], "tasks": CLUSTER["imagenet_gpus"], "nodes": 1,
-            "cpus_per_task": CLUSTER["cpus_per_gpu"], "mpi": CLUSTER["launcher"]}
+        **({"gpu": CLUSTER["imagenet_gpus"], "tasks": CLUSTER["imagenet_gpus"],
+            "tasks_per_gpu": 1, "nodes": 1, "cpus_per_task": CLUSTER["cpus_per_gpu"],
+            "mpi": CLUSTER["launcher"]}
            if config["on_cluster"] else {}),
