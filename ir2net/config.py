@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 __all__ = ["ConfigError", "load_config", "resolve_config", "list_recipes", "recipe_path",
-           "config_digest", "apply_overrides", "apply_settings", "schema", "read_yaml_text", "parse_duration",
+           "config_digest", "apply_overrides", "apply_settings", "fill_defaults", "schema", "read_yaml_text", "parse_duration",
            "EXECUTION_ONLY_KEYS", "LATER_KEYS"]
 
 
@@ -129,12 +129,13 @@ def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
     return apply_settings(config, settings)
 
 
-def _fill_defaults(node: dict, node_schema: dict) -> None:
+def fill_defaults(node: dict, node_schema: dict) -> None:
+    """Fill a JSON Schema's ``default`` values into ``node``, recursively (in place)."""
     for key, sub in node_schema.get("properties", {}).items():
         if key not in node and "default" in sub:
             node[key] = copy.deepcopy(sub["default"])
         if isinstance(node.get(key), dict) and sub.get("type") == "object":
-            _fill_defaults(node[key], sub)
+            fill_defaults(node[key], sub)
 
 
 def _format_error(error) -> str:
@@ -150,7 +151,7 @@ def resolve_config(config: dict) -> dict:
 
     config = copy.deepcopy(config)
     config.pop("base", None)
-    _fill_defaults(config, schema())
+    fill_defaults(config, schema())
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(config),
                     key=lambda e: list(e.absolute_path))
     if errors:

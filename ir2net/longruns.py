@@ -20,6 +20,7 @@ config is refused (a changed method is a new run, under a new id).
 """
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
@@ -116,7 +117,7 @@ def _execution_settings(config: dict, *, data_root: Path, stop_after, device: st
     """This segment's execution-only keys: where the data is, the device, the budget."""
     import torch
 
-    config = json.loads(json.dumps(config))
+    config = copy.deepcopy(config)
     config["data"]["root"] = str(data_root)
     config["device"] = device
     config["progress"] = True

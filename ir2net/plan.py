@@ -12,7 +12,6 @@ training pass).  Data-parallel ImageNet jobs are assumed to scale linearly over 
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError
+from .config import ConfigError, fill_defaults
 from .experiments import derive_imagenet, run_table
 
 __all__ = ["JobCost", "plan_profile", "plan_markdown", "DATASET_SIZES"]
@@ -65,14 +64,7 @@ def load_profile(path: str | Path) -> dict:
 
     config = yaml.safe_load(Path(path).read_text())
     schema = yaml.safe_load((REPOSITORY / "workflow/schemas/config.schema.yaml").read_text())
-
-    def fill(node: dict, node_schema: dict) -> None:
-        for key, sub in node_schema.get("properties", {}).items():
-            if key not in node and "default" in sub:
-                node[key] = copy.deepcopy(sub["default"])
-            if isinstance(node.get(key), dict) and sub.get("type") == "object":
-                fill(node[key], sub)
-    fill(config, schema)
+    fill_defaults(config, schema)
     jsonschema.validate(config, schema)
     return derive_imagenet(config, check_paths=False)
 

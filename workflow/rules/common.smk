@@ -51,9 +51,11 @@ except PlanError as error:
     raise ValueError(str(error)) from None
 _imagenet = config["imagenet"]
 
-# Files of the workflow itself are found from its own location, so that the workflow also
-# runs deployed as a module (the catalog's standardized usage) from another folder.
-DIVERGENCES = workflow.source_path("../../docs/divergences.md")
+# Files of the workflow itself are found from its own location (the repository holding this
+# file), so that the workflow also runs deployed as a module from another folder.
+SOURCE = str(Path(workflow.current_basedir).parents[1])
+DIVERGENCES = f"{SOURCE}/docs/divergences.md"
+PAPER_PROFILE = f"{SOURCE}/config/paper.yaml"
 RUNS_DIR = config["runs_dir"]
 RESULTS = config["results_dir"]
 REPORT = config["report_dir"]
@@ -62,7 +64,6 @@ RUNS = build_runs(config)
 RUN_TABLE = run_table(config, RUNS)  # the experiment plan, computed once
 RUN_TABLE_FILE = f"{RUNS_DIR}/run-table.yaml"
 # the package from the source beside this workflow, whether or not it is installed
-SOURCE = str(Path(workflow.current_basedir).parents[1])
 PACKAGE_PATH = f"PYTHONPATH={SOURCE}${{PYTHONPATH:+:$PYTHONPATH}}"
 IR2NET = f"{PACKAGE_PATH} python -m ir2net.cli"
 

@@ -52,7 +52,7 @@ rule cost_plan:
     log:
         f"{LOGS}/cost_plan.log",
     params:
-        profile=workflow.source_path("../../config/paper.yaml"),  # the published schedules
+        profile=PAPER_PROFILE,  # the published schedules
         device=config["plan_device"],
         cli=IR2NET,
     conda:
