@@ -95,7 +95,9 @@ def _segments_hardware(segments: list[dict]) -> str:
     seen = []
     for segment in segments:
         hardware = segment.get("hardware", {})
-        name = hardware.get("gpu") or f"{hardware.get('cpu')} ({hardware.get('torch_threads')} threads)"
+        threads = hardware.get("torch_threads")
+        name = hardware.get("gpu") or \
+            f"{hardware.get('cpu')} ({threads} thread{'' if threads == 1 else 's'})"
         precision = segment.get("precision", {})
         name += f", binary convs {precision.get('binary_dtype')}"
         if precision.get("mixed_precision", "none") != "none":
@@ -237,9 +239,9 @@ def _acc(source: str, header: str, std: bool = True) -> Column:
 
 PRINTED = {
     "published": [Column("table", "Table"), Column("method", "Method"), Column("state", "State"),
-                  _acc("paper_top1", "Paper", False), _acc("final_top1", "Final", False),
-                  Column("final_epoch", "at epoch", _plain, True),
-                  _acc("best_top1", "Best", False), Column("best_epoch", "at epoch", _plain, True),
+                  _acc("paper_top1", "Paper", False), _acc("final_top1", "Last", False),
+                  Column("final_epoch", "Last epoch", _plain, True),
+                  _acc("best_top1", "Best", False), Column("best_epoch", "Best epoch", _plain, True),
                   Column("best_minus_paper_top1", "Best − paper", _signed, True),
                   Column("wall_hours", "Wall h", lambda v: "" if _missing(v) else f"{v:.1f}", True),
                   Column("hardware", "Hardware, precision")],
@@ -278,6 +280,8 @@ PRINTED = {
 def printed(name: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]]:
     """The table as printed: its columns' text, and which columns are numeric."""
     columns = PRINTED[name]
+    if len({column.header for column in columns}) != len(columns):
+        raise ValueError(f"{name}: two printed columns share a header")
     cells = {}
     for column in columns:
         text = frame[column.source].map(column.format)
