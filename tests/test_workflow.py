@@ -336,3 +336,12 @@ def test_snakemake_lint_is_clean():
     result = snakemake("--lint")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
+
+
+def test_the_complexity_tables_need_no_training_run():
+    """Tables II, V and VI come from the models alone: asking for one trains nothing."""
+    result = snakemake("output/smoke/results/tables/table6.csv", "-n", "--forceall", "--cores",
+                       "2", "--configfile", "config/smoke.yaml")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts == {"complexity_tables": 1, "total": 1}
