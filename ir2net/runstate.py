@@ -150,8 +150,8 @@ class Segment:
         self.record.update(ended_at=_utc_now(), ended_by=ended_by,
                            end_epoch=self.position(epoch, partial), end_step=step,
                            steps=step - self.record["start_step"],
-                           images=images - self.images0, train_seconds=round(trained, 1),
-                           wall_seconds=round(wall, 1),
+                           images=images - self.images0, train_seconds=round(trained, 3),
+                           wall_seconds=round(wall, 3),  # ms: a one-step segment is not 0
                            images_per_s=round((images - self.images0) / trained, 1)
                            if trained > 0 else None)
         return dict(self.record)
