@@ -122,9 +122,32 @@ def _complexity(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.profile:
+        from .throughput import measure_profile_steps
+
+        measure_profile_steps(args.profile, args.out, device=args.device,
+                              overrides=args.set or [], warmup=args.warmup,
+                              repeats=args.repeats, steps=args.steps)
+        return 0
+    if args.recipe:
+        from .config import load_config
+        from .throughput import measure_step
+
+        config = load_config(args.recipe, ["data.root=x", *(args.set or [])])
+        result = measure_step(config, recipe=args.recipe, device=args.device,
+                              batch_size=args.batch_size, warmup=args.warmup,
+                              repeats=args.repeats, steps=args.steps)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            step = result["train_step"]
+            print(f"{args.recipe} ({step['model']}) training step, batch {step['batch_size']}, "
+                  f"{step['ours_step']}: {step['ours_img_s']:,.0f} img/s")
+        return 0
     from .bench import run_benchmark
 
-    result = run_benchmark(device=args.device, batch_size=args.batch_size, warmup=args.warmup,
+    result = run_benchmark(device=args.device, batch_size=args.batch_size or 128,
+                           warmup=args.warmup,
                            repeats=args.repeats, steps=args.steps, data_root=args.data_root,
                            channels_last=args.channels_last, compile=args.compile,
                            cuda_graphs=not args.no_cuda_graphs, bf16=args.bf16,
@@ -151,6 +174,25 @@ def _bench(args) -> int:
     return 0
 
 
+def _bench_sharing(args) -> int:
+    from .config import ConfigError
+    from .throughput import measure_sharing
+
+    try:
+        runs = [int(k) for k in args.runs.split(",")]
+    except ValueError:
+        raise ConfigError(f"--runs {args.runs!r}: give numbers of runs separated by commas, "
+                          "e.g. 1,2,4,8") from None
+    if not runs or min(runs) < 1:
+        raise ConfigError(f"--runs {args.runs!r}: every number of runs must be at least 1")
+    result = measure_sharing(args.recipe, runs, device=args.device, seconds=args.seconds,
+                             batch_size=args.batch_size, overrides=args.set or [],
+                             threads=args.threads, mps=not args.no_mps)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
 def _bench_pipeline(args) -> int:
     from .bench import run_pipeline_benchmark
 
@@ -161,7 +203,9 @@ def _bench_pipeline(args) -> int:
     else:
         print(f"ImageNet input pipeline, {result['workers']} worker(s): {result['img_s']:.0f} "
               f"img/s, {result['img_s_per_core']:.0f} img/s per core ({result['images']} "
-              f"images of {result['jpeg']})")
+              f"images of {result['jpeg']}); the per-image float pipeline side by side: "
+              f"{result['per_image_float_img_s']:.0f} img/s "
+              f"({result['speedup_vs_per_image_float']:.2f}x)")
     return 0
 
 
@@ -431,7 +475,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="training-step and data-pipeline throughput, ours vs "
                                          "the authors' formulation")
     bench.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=("cpu", "cuda"))
-    bench.add_argument("--batch-size", type=int, default=128)
+    bench.add_argument("--recipe", help="time the training step `ir2net train` runs for this "
+                                        "recipe or config (no reference comparison), e.g. "
+                                        "imagenet_stage2; what `ir2net plan` reads")
+    bench.add_argument("--profile", metavar="CONFIGFILE",
+                       help="time every distinct training step of this workflow profile (e.g. "
+                            "config/paper.yaml), one record per step into --out")
+    bench.add_argument("--out", default="results/bench/steps",
+                       help="folder of the --profile records (default: %(default)s)")
+    bench.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="with --recipe or --profile: override a config key (repeatable)")
+    bench.add_argument("--batch-size", type=int,
+                       help="default: 128; with --recipe the recipe's batch")
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps (default: 3)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats (default: 5)")
     bench.add_argument("--steps", type=int, default=5, help="steps per repeat (default: 5)")
@@ -448,6 +503,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run our step eagerly on CUDA (default: captured CUDA graph)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench)
+
+    sharing = sub.add_parser("bench-sharing", help="aggregate img/s of k concurrent runs of "
+                                                   "a recipe's step on one device (GPU sharing)")
+    sharing.add_argument("--recipe", default="cifar10_resnet20_bireal")
+    sharing.add_argument("--set", action="append", metavar="KEY=VALUE",
+                         help="override a config key of every run (repeatable)")
+    sharing.add_argument("--runs", default="1,2,4,8",
+                         help="numbers of concurrent runs (default: %(default)s)")
+    sharing.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=("cpu", "cuda"))
+    sharing.add_argument("--seconds", type=float, default=20.0,
+                         help="timed window of every run (default: %(default)s)")
+    sharing.add_argument("--batch-size", type=int, help="default: the recipe's")
+    sharing.add_argument("--threads", type=int, help="CPU threads per run")
+    sharing.add_argument("--no-mps", action="store_true", help="skip the CUDA MPS measurement")
+    sharing.add_argument("--json", action="store_true")
+    sharing.set_defaults(func=_bench_sharing)
 
     pipeline = sub.add_parser("bench-pipeline", help="decode + augmentation throughput of the "
                                                      "ImageNet loader on ImageNet-sized JPEGs")

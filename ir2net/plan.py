@@ -2,9 +2,11 @@
 it trains on times its epochs, the time it needs at a training-step throughput, and the
 GPU-hours per table and in total.
 
-Throughput is measured where a benchmark record exists for the device and the model
-(``results/bench/*.json``, written by ``ir2net bench --json``; today: ResNet-20 IR²Net
-with IRes and CIRec).  Every other job is an *estimate*, and the plan says so: the measured
+Throughput is measured where a benchmark record of the job's step exists for the device
+(``results/bench/**/*.json``: ``ir2net bench --json`` times the ResNet-20 IR²Net step,
+``ir2net bench --recipe`` any recipe's step and ``ir2net bench --profile`` every distinct
+step of a profile; a record names its step by :func:`step_signature`).  Every other job is
+an *estimate*, and the plan says so: the measured
 images/s scaled by the ratio of multiply-accumulates per training image (binary and real
 alike: a GPU runs both as floating-point convolutions), counting the IRes second pass, the
 teacher's forward pass and the test-set evaluations (a forward pass costs a third of a
@@ -23,7 +25,8 @@ import yaml
 from .config import ConfigError, fill_defaults
 from .experiments import derive_imagenet, run_table
 
-__all__ = ["JobCost", "plan_profile", "plan_markdown", "DATASET_SIZES"]
+__all__ = ["JobCost", "plan_profile", "plan_markdown", "step_signature", "measured_steps",
+           "DATASET_SIZES"]
 
 #: Images per split of the real datasets (train, test).
 DATASET_SIZES = {"cifar10": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
@@ -71,34 +74,68 @@ def load_profile(path: str | Path) -> dict:
 
 def _bench_records(folder: Path) -> list[dict]:
     records = []
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(folder.rglob("*.json")):
         record = json.loads(path.read_text())
         if "train_step" in record and "machine" in record:
-            record["file"] = path.name
+            record["file"] = str(path.relative_to(folder))
             records.append(record)
     return records
 
 
-def measured_throughput(device: str, folder: Path) -> tuple[float, str]:
-    """The training step the default `ir2net train` runs on ``device`` (h100, cpu, ...):
-    ResNet-20 IR²Net img/s and the record it comes from."""
-    def matches(record):
-        machine = record["machine"]
-        name = (machine.get("gpu") or "").lower() if device != "cpu" else "cpu"
-        if device == "cpu":
-            return machine["device"] == "cpu"
-        return device.lower() in name
-    candidates = [r for r in _bench_records(folder) if matches(r)
-                  and not r["settings"].get("compile") and r["settings"].get("cuda_graphs", True)
-                  and not r["train_step"].get("bf16_binary_convs")
-                  and r["train_step"].get("mixed_precision", "none") == "none"]
-    if not candidates:
+def step_signature(config: dict) -> dict:
+    """What decides a training step's speed: the network, its precision and recovery, IRes,
+    the teacher, the image size, the binary convolutions' dtype (not lambda, not the
+    schedule).  A benchmark record carries the signature of the step it timed."""
+    model, recovery = config["model"], config["model"]["recovery"]
+    return {"model": model["name"], "precision": model["precision"],
+            "recovery": [recovery["preset"], recovery["r"], recovery["g"]]
+            if recovery["enabled"] else None,
+            "ires": config["ires"]["enabled"], "teacher": config["train"]["teacher"],
+            "image_size": config["data"]["image_size"], "binary_dtype": model["binary_dtype"]}
+
+
+def _signature_key(signature: dict) -> str:
+    return json.dumps(signature, sort_keys=True)
+
+
+@lru_cache(maxsize=None)
+def _reference_signature(binary_dtype: str) -> str:
+    """The step `ir2net bench` (without --recipe) times: the ResNet-20 IR²Net recipe."""
+    from .config import load_config
+
+    config = load_config("cifar10_resnet20_bireal", ["data.root=x"],
+                         {"model.binary_dtype": binary_dtype})
+    return _signature_key(step_signature(config))
+
+
+def _matches_device(record: dict, device: str) -> bool:
+    machine = record["machine"]
+    if device == "cpu":
+        return machine["device"] == "cpu"
+    return device.lower() in (machine.get("gpu") or "").lower()
+
+
+def measured_steps(device: str, folder: Path) -> dict[str, tuple[float, str]]:
+    """Per step signature, the fastest measured full-precision-arithmetic step that
+    ``ir2net train`` can run by default on ``device`` (h100, cpu, ...): img/s and its record.
+    Records of reduced-precision arithmetic (autocast) and of the eager CUDA step (the
+    training default is a CUDA graph, compiled) are left out."""
+    measured: dict[str, tuple[float, str]] = {}
+    for record in _bench_records(folder):
+        step, settings = record["train_step"], record["settings"]
+        if not _matches_device(record, device) or not settings.get("cuda_graphs", True) \
+                or step.get("mixed_precision", "none") != "none":
+            continue
+        key = _signature_key(record["step"]) if "step" in record else _reference_signature(
+            "bfloat16" if step.get("bf16_binary_convs") else "float32")
+        if key not in measured or step["ours_img_s"] > measured[key][0]:
+            measured[key] = (step["ours_img_s"], record["file"])
+    if not measured:
         known = sorted({(r["machine"].get("gpu") or "cpu") for r in _bench_records(folder)})
         raise ConfigError(f"no benchmark record for device {device!r} in {folder} (records: "
-                         f"{', '.join(known)}); run `ir2net bench --json` on it and save the "
-                         f"result there")
-    record = max(candidates, key=lambda r: r["train_step"]["ours_img_s"])
-    return record["train_step"]["ours_img_s"], record["file"]
+                          f"{', '.join(known)}); run `ir2net bench --json` on it and save the "
+                          f"result there")
+    return measured
 
 
 @lru_cache(maxsize=None)
@@ -129,15 +166,6 @@ def _cost_per_image(config: dict) -> float:
     return cost
 
 
-def _step_signature(config: dict) -> tuple:
-    """What decides a training step's speed: the network, its recovery, IRes, precision,
-    image size (not lambda, not the schedule)."""
-    model, recovery = config["model"], config["model"]["recovery"]
-    return (model["name"], model["precision"], recovery["enabled"],
-            (recovery["preset"], recovery["r"], recovery["g"]) if recovery["enabled"] else None,
-            config["ires"]["enabled"], config["data"]["image_size"], config["train"]["teacher"])
-
-
 def _sizes(config: dict, profile: dict) -> tuple[int, int]:
     data = config["data"]
     if data["dataset"] == "synthetic":
@@ -157,9 +185,11 @@ def plan_profile(profile_path: str | Path, device: str = "h100",
     from .config import load_config
 
     profile = load_profile(profile_path)
-    measured, record = measured_throughput(device, Path(bench_folder))
+    measured = measured_steps(device, Path(bench_folder))
     reference = load_config("cifar10_resnet20_bireal", ["data.root=x"])
-    reference_cost = _cost_per_image(reference)  # what the benchmark step trains
+    reference_key = _reference_signature("float32")
+    reference_speed, reference_record = measured.get(reference_key, (None, None))
+    reference_cost = _cost_per_image(reference)  # what the reference benchmark step trains
     jobs = []
     for entry in run_table(profile)["runs"]:
         settings = {k: v for k, v in entry["settings"].items()
@@ -167,18 +197,26 @@ def plan_profile(profile_path: str | Path, device: str = "h100",
         config = load_config(entry["recipe"], ["data.root=x"], settings)
         train_images, test_images = _sizes(config, profile)
         cost = _cost_per_image(config)
-        speed = measured * reference_cost / cost
+        key = _signature_key(step_signature(config))
+        if key in measured:
+            speed, record = measured[key]
+            source = f"measured ({record})"
+        elif reference_speed is None:
+            raise ConfigError(
+                f"no benchmark record for device {device!r} in {bench_folder} of the step of "
+                f"{entry['id']}, nor of the ResNet-20 IR²Net step that an estimate scales: "
+                f"run `ir2net bench --json` (or `ir2net bench --profile`) on that device")
+        else:
+            speed = reference_speed * reference_cost / cost
+            source = f"estimate: {reference_record} scaled by MACs per training image"
         evaluations = math.ceil(config["train"]["epochs"] / config["eval"]["every"])
-        eval_seconds = test_images * evaluations * FORWARD_SHARE * cost / \
-            (measured * reference_cost)
-        same = _step_signature(config) == _step_signature(reference)
+        eval_seconds = test_images * evaluations * FORWARD_SHARE / speed
         gpus = profile["cluster"]["imagenet_gpus"] if entry["recipe"].startswith("imagenet") \
             else 1
         jobs.append(JobCost(
             entry["id"], sorted({_table_name(role) for role in entry["roles"]}),
             config["model"]["name"], train_images, test_images, config["train"]["epochs"], gpus,
-            speed, eval_seconds, same, f"measured ({record})" if same else
-            f"estimate: {record} scaled by MACs per training image"))
+            speed, eval_seconds, key in measured, source))
     return jobs
 
 
@@ -204,14 +242,19 @@ def plan_markdown(jobs: list[JobCost], device: str, profile: str) -> str:
             per_table[table] = per_table.get(table, 0.0) + job.gpu_hours
     total = sum(job.gpu_hours for job in jobs)
     estimates = sum(not job.measured for job in jobs)
-    sources = sorted({job.source for job in jobs})
+    sources = sorted({job.source for job in jobs if not job.measured})
+    records = sorted({job.source for job in jobs if job.measured})
+    if records:
+        names = [record.removeprefix("measured (").removesuffix(")") for record in records]
+        sources.insert(0, f"measured: the job's own step in {len(names)} benchmark record(s) "
+                          f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
     lines = [f"Cost plan of the `{profile}` profile on `{device}`: {len(jobs)} training jobs, "
              f"**{total:,.1f} GPU-hours** in all ({estimates} of {len(jobs)} jobs at "
              "estimated throughput). Throughput: " + "; ".join(sources) + ". A run that fills "
              "several tables counts once in the total and in each of its tables. The estimates "
              "scale a small model's step, which is bound by kernel launches, by MACs: they "
-             "overstate the time of large models (ImageNet) until `ir2net bench --model` "
-             "records exist for them.", "",
+             "overstate the time of large models (ImageNet) until `ir2net bench --recipe` "
+             "(or `--profile`) records exist for them.", "",
              to_markdown(pd.DataFrame([{"table": table, "GPU-hours": f"{hours:,.1f}"}
                                        for table, hours in sorted(per_table.items())]),
                          [False, True]), "",

@@ -127,6 +127,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
+def build_train_step(config: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     restriction: Optional[InformationRestriction],
+                     teacher: Optional[nn.Module], device: torch.device,
+                     distributed: bool = False) -> TrainStep:
+    """The step a config trains with (``train.compile: auto``: compiled on a GPU)."""
+    train_cfg = config["train"]
+    return build_step(model, optimizer, restriction=restriction, teacher=teacher,
+                      label_smoothing=train_cfg["label_smoothing"],
+                      cuda_graphs=train_cfg["cuda_graphs"],
+                      compile=(device.type == "cuda" if train_cfg["compile"] == "auto"
+                               else train_cfg["compile"]),
+                      mixed_precision=train_cfg["mixed_precision"], distributed=distributed)
+
+
 # ----------------------------------------------------------------------------- one epoch
 LOG_INTERVAL_S = 60.0  # without a progress bar, a line at most this often within an epoch
 
@@ -360,13 +374,8 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
 
-    step_fn = build_step(model, optimizer, restriction=restriction, teacher=teacher,
-                         label_smoothing=train_cfg["label_smoothing"],
-                         cuda_graphs=train_cfg["cuda_graphs"],
-                         compile=(device.type == "cuda" if train_cfg["compile"] == "auto"
-                                  else train_cfg["compile"]),
-                         mixed_precision=train_cfg["mixed_precision"],
-                         distributed=context.enabled)
+    step_fn = build_train_step(config, model, optimizer, restriction, teacher, device,
+                               distributed=context.enabled)
 
     state = RunState()
     if checkpoint is not None:

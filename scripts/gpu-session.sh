@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# What the project needs from one GPU, in order of value, inside one time budget:
+#   1. advance the published-schedule runs (results/longruns/)
+#   2. time every distinct training step of the paper profile (the cost plan's figures)
+#   3. k concurrent ResNet-20 IR²Net runs sharing the GPU (1, 2, 4, 8; and under MPS)
+#   4. a short data-parallel run through torchrun (NCCL, one rank per GPU)
+# A step that would start after the budget is skipped and says so. Everything it writes goes
+# to results/ (longruns, bench/steps/<gpu>, bench/sharing_<gpu>.json) and, when $OUT is set,
+# also into one archive $OUT/gpu-session.tgz with the log, to be unpacked in the repository.
+#
+# Usage (repository root; ir2net installed, or its requirements importable):
+#   bash scripts/gpu-session.sh [CIFAR10]      CIFAR10: the dataset (default: plan.yaml's)
+# Budgets in seconds (environment): BUDGET_S (all, default 540), LONGRUN_S (default 180),
+# SHARING_SECONDS (timed window per run, default 10).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-}
+PY=${PYTHON:-python3}
+BUDGET_S=${BUDGET_S:-540}
+LONGRUN_S=${LONGRUN_S:-180}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+LOG=$(mktemp)
+exec > >(tee "$LOG") 2>&1
+
+GPU=$($PY -c "import torch; print(torch.cuda.get_device_name(0).split()[1].lower())") || {
+  echo "gpu-session: no CUDA device visible to $PY"; exit 1; }
+GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
+echo "gpu-session: $GPUS x $GPU, budget ${BUDGET_S}s, started $(date -u +%FT%TZ)"
+cli() { $PY -m ir2net.cli "$@"; }
+left() { echo $((BUDGET_S - SECONDS)); }
+step() {  # step NAME NEEDED_S: run the rest of the line only if NEEDED_S seconds are left
+  local name=$1 needed=$2; shift 2
+  if [ "$(left)" -lt "$needed" ]; then
+    echo "gpu-session: skipped $name ($(left)s left, needs about ${needed}s)"; return 0
+  fi
+  echo "gpu-session: $name (at ${SECONDS}s)"
+  "$@"; echo "gpu-session: $name exited $? at ${SECONDS}s"
+}
+
+step "long runs" 60 cli longrun continue --stop-after "${LONGRUN_S}s" ${DATA:+--data-root "$DATA"}
+# The eager CUDA-graph step (no torch.compile): 21 distinct steps compile too slowly for one
+# budget; the plan takes the fastest record per step, so a compiled record can follow later.
+step "step benchmarks" 120 cli bench --profile config/paper.yaml --out "results/bench/steps/$GPU" \
+  --set train.compile=false --warmup 3 --repeats 3 --steps 5
+step "GPU sharing" 120 bash -c "$PY -m ir2net.cli bench-sharing --runs 1,2,4,8 \
+  --seconds ${SHARING_SECONDS:-10} --set train.compile=false --json \
+  > results/bench/sharing_$GPU.json.tmp && mv results/bench/sharing_$GPU.json.tmp \
+  results/bench/sharing_$GPU.json"
+ddp_data=${DATA:-$(cd results/longruns && realpath -m "$(sed -n 's/^data_root: *\([^ ]*\).*/\1/p' plan.yaml)")}
+step "torchrun (NCCL)" 45 $PY -m torch.distributed.run --standalone --nproc_per_node "$GPUS" \
+  -m ir2net.cli train --config cifar10_resnet20_bireal --out "/tmp/ddp-$GPU" --no-progress \
+  --set data.root="$ddp_data" --set train.epochs=1 --set train.max_steps=100
+
+echo "gpu-session: done at ${SECONDS}s"
+if [ -n "${OUT:-}" ]; then
+  cp "$LOG" results/bench/gpu-session-$GPU.log
+  [ -f "/tmp/ddp-$GPU/metrics.json" ] && cp "/tmp/ddp-$GPU/metrics.json" "results/bench/ddp_$GPU.json"
+  tar czf "$OUT/gpu-session.tgz" results/longruns results/bench
+fi

@@ -1,0 +1,83 @@
+"""Per-recipe step benchmarks feed the cost plan; k concurrent runs are timed together.
+Shapes and bookkeeping are asserted, never a speed."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ir2net.cli import main
+from ir2net.config import load_config
+from ir2net.plan import load_profile, plan_profile, step_signature
+from ir2net.throughput import _profile_steps, measure_sharing, measure_step
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(warmup=1, repeats=1, steps=1)
+
+
+def test_a_recipe_record_names_its_step_and_the_plan_prices_those_jobs_with_it(tmp_path):
+    """`ir2net bench --recipe`: the record carries the step's signature; `ir2net plan` then
+    prices exactly the jobs with that step from it and keeps estimating the others."""
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    shutil.copy(ROOT / "results/bench/cpu.json", bench)  # the ResNet-20 IR²Net step on a CPU
+    before = {job.run: job for job in plan_profile(ROOT / "config/paper.yaml", "cpu", bench)}
+
+    vgg = next(steps for steps in _profile_steps(ROOT / "config/paper.yaml")
+               if steps[0] == "cifar10_vgg_small" and steps[1].get("model.precision") == "binary")
+    recipe, settings, runs = vgg
+    config = load_config(recipe, ["data.root=x"], settings)
+    record = measure_step(config, recipe=recipe, device="cpu", batch_size=4, **TINY)
+    assert record["step"] == step_signature(config) and record["step"]["model"] == "vgg_small"
+    assert record["train_step"]["ours_img_s"] > 0 and record["train_step"]["batch_size"] == 4
+    (bench / "vgg.json").write_text(json.dumps(record))
+
+    after = {job.run: job for job in plan_profile(ROOT / "config/paper.yaml", "cpu", bench)}
+    newly = {run for run, job in after.items() if job.measured and not before[run].measured}
+    assert newly == set(runs)
+    for run in runs:
+        assert after[run].images_per_s == record["train_step"]["ours_img_s"]
+        assert after[run].source == "measured (vgg.json)"
+    unchanged = [run for run in after if run not in runs]
+    assert unchanged and all(after[run].images_per_s == before[run].images_per_s
+                             for run in unchanged)
+
+
+def test_a_profile_is_benchmarked_once_per_distinct_step(tmp_path, capsys):
+    steps = _profile_steps(ROOT / "config/smoke.yaml")
+    runs = [run for _, _, ids in steps for run in ids]
+    assert len(runs) == len(set(runs)) == 26  # every job of the smoke profile, once
+    assert main(["bench", "--profile", str(ROOT / "config/smoke.yaml"), "--out",
+                 str(tmp_path), "--device", "cpu", "--warmup", "1", "--repeats", "1",
+                 "--steps", "1"]) == 0
+    records = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("*.json"))]
+    assert len(records) == len(steps)
+    signatures = {json.dumps(record["step"], sort_keys=True) for record in records}
+    assert len(signatures) == len(steps)
+    gpus = load_profile(ROOT / "config/smoke.yaml")["cluster"]["imagenet_gpus"]
+    imagenet = [r for r in records if r["train_step"]["recipe"].startswith("imagenet")]
+    for record in imagenet:  # timed at its batch per GPU of a data-parallel job
+        config = load_config(record["train_step"]["recipe"], ["data.root=x"],
+                             record["train_step"]["settings"])
+        assert record["train_step"]["batch_size"] == config["train"]["batch_size"] // gpus
+    assert imagenet
+    jobs = plan_profile(ROOT / "config/smoke.yaml", "cpu", tmp_path)
+    assert all(job.measured for job in jobs)
+
+
+def test_k_concurrent_runs_are_timed_together():
+    result = measure_sharing(runs=(1, 2), device="cpu", seconds=1.0, batch_size=8, threads=1)
+    rows = result["sharing"]["rows"]
+    assert [(row["mode"], row["runs"]) for row in rows] == [("processes", 1), ("processes", 2)]
+    assert [len(row["per_run_img_s"]) for row in rows] == [1, 2]
+    assert all(rate > 0 for row in rows for rate in row["per_run_img_s"])
+    assert rows[0]["vs_one_run"] == 1.0
+    assert rows[1]["aggregate_img_s"] == pytest.approx(sum(rows[1]["per_run_img_s"]))
+    assert result["sharing"]["step"]["ires"] and not result["sharing"]["mps_available"]
+
+
+def test_bad_sharing_arguments_are_refused(capsys):
+    assert main(["bench-sharing", "--runs", "0,2", "--device", "cpu"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    assert main(["bench-sharing", "--runs", "two", "--device", "cpu"]) == 2
+    assert "separated by commas" in capsys.readouterr().err
