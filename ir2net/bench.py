@@ -347,8 +347,10 @@ def _imagenet_like_folder(root: Path, images: int, classes: int = 8, seed: int =
 def run_pipeline_benchmark(images: int = 512, workers: int = 0, batch_size: int = 64,
                            epochs: int = 2) -> dict:
     """Decode + augmentation throughput of the ImageNet training loader (the recipe's
-    transforms: RandomResizedCrop 224, lighting, flip, normalise) on generated
-    ImageNet-sized JPEGs, with ``workers`` DataLoader workers (0: in the main process)."""
+    transforms: RandomResizedCrop 224, lighting, flip; uint8 batches normalised after the
+    transfer) on generated ImageNet-sized JPEGs, with ``workers`` DataLoader workers (0: in
+    the main process); side by side, epochs interleaved, with the per-image float pipeline
+    (ConvertImageDtype + Normalize in the worker), which gives the same values."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per loading process (workers use one thread each)
     try:
@@ -360,24 +362,45 @@ def run_pipeline_benchmark(images: int = 512, workers: int = 0, batch_size: int 
 def _time_loader(images: int, workers: int, batch_size: int, epochs: int) -> dict:
     import tempfile
 
+    from torchvision import transforms as T
+
     from .config import load_config
-    from .data import build_imagefolder_loader
+    from .data import IMAGENET_MEAN, IMAGENET_STD, build_imagefolder_loader
+    from .data.imagenet import EpochSeededLoader
 
     with tempfile.TemporaryDirectory(prefix="ir2net-pipeline-") as folder:
         root = _imagenet_like_folder(Path(folder), images)
         config = load_config("imagenet_stage1", [f"data.root={root}", f"data.workers={workers}"])
-        loader = build_imagefolder_loader(config["data"], "train", batch_size, train=True, seed=0,
-                                          drop_last=False)
-        for _ in loader:  # warm the page cache and the workers' imports
-            break
-        start, count = time.perf_counter(), 0
+        variants = {}
+        for name in ("uint8_to_device", "per_image_float"):
+            loader = build_imagefolder_loader(config["data"], "train", batch_size, train=True,
+                                              seed=0, drop_last=False)
+            if name == "per_image_float":
+                loader.dataset.transform = T.Compose([
+                    *loader.dataset.transform.transforms, T.ConvertImageDtype(torch.float32),
+                    T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+            # what training iterates: float32 NCHW batches on the device (here the CPU)
+            variants[name] = EpochSeededLoader(loader, seed=0, device=torch.device("cpu"),
+                                               channels_last=False)
+        for batches in variants.values():  # warm the page cache and the workers' imports
+            next(iter(batches))
+        seconds = dict.fromkeys(variants, 0.0)
+        count = dict.fromkeys(variants, 0)
         for _ in range(epochs):
-            for batch, _labels in loader:
-                count += batch.shape[0]
-        seconds = time.perf_counter() - start
+            for name, batches in variants.items():
+                start = time.perf_counter()
+                for batch, _labels in batches:
+                    count[name] += batch.shape[0]
+                seconds[name] += time.perf_counter() - start
+        transform = str(variants["uint8_to_device"].loader.dataset.transform)
     cores = max(workers, 1)
-    return {"images": count, "seconds": round(seconds, 2), "img_s": round(count / seconds, 1),
-            "img_s_per_core": round(count / seconds / cores, 1), "workers": workers,
-            "batch_size": batch_size, "transform": str(loader.dataset.transform),
+    rate = {name: count[name] / seconds[name] for name in variants}
+    return {"images": count["uint8_to_device"], "seconds": round(seconds["uint8_to_device"], 2),
+            "img_s": round(rate["uint8_to_device"], 1),
+            "img_s_per_core": round(rate["uint8_to_device"] / cores, 1), "workers": workers,
+            "per_image_float_img_s": round(rate["per_image_float"], 1),
+            "speedup_vs_per_image_float": round(rate["uint8_to_device"] / rate["per_image_float"], 3),
+            "batch_size": batch_size, "transform": transform,
+            "after_transfer": "uint8 batch -> float32, normalised (ir2net.data.normalise_uint8)",
             "jpeg": "500x375, quality 90 (generated)",
             "machine": provenance.hardware("cpu"), "torch": torch.__version__}

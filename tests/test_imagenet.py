@@ -124,3 +124,37 @@ def test_unavailable_imagenet_teacher_names_keys_that_exist(monkeypatch):
     workflow_schema = yaml.safe_load((Path(__file__).resolve().parents[1] /
                                       "workflow/schemas/config.schema.yaml").read_text())
     assert "teacher_weights" in workflow_schema["properties"]["imagenet"]["properties"]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_uint8_batches_normalised_on_the_device_equal_the_per_image_float_pipeline(
+        tiny_imagenet, train):
+    """The loader ships uint8 batches and normalises them after the transfer; the values are
+    those of torchvision's per-image ConvertImageDtype + Normalize, bit for bit, with the
+    same random crops, lighting and flips."""
+    from torchvision import transforms as T
+
+    from ir2net.data.common import IMAGENET_MEAN, IMAGENET_STD
+    from ir2net.data.imagenet import EpochSeededLoader, build_imagefolder_loader
+
+    config = stage_config("imagenet_stage1", tiny_imagenet)
+    split = "train" if train else "test"
+
+    def batches(per_image_float):
+        loader = build_imagefolder_loader(config["data"], split, 8, train=train, seed=0)
+        if per_image_float:  # the float pipeline: convert and normalise in the worker
+            loader.dataset.transform = T.Compose([
+                *loader.dataset.transform.transforms, T.ConvertImageDtype(torch.float32),
+                T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        epoch_loader = EpochSeededLoader(loader, seed=0, device=torch.device("cpu"),
+                                         channels_last=False)
+        epoch_loader.set_epoch(1)
+        torch.manual_seed(1)  # the workerless loader draws augmentation from the global RNG
+        return list(epoch_loader)
+
+    shipped, reference = batches(False), batches(True)
+    assert len(shipped) == len(reference) > 1
+    for (images, labels), (expected, expected_labels) in zip(shipped, reference):
+        assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32)
+        assert torch.equal(images, expected) and torch.equal(labels, expected_labels)
+    assert shipped[0][0].std() > 0.1  # a real image, normalised

@@ -10,10 +10,22 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 __all__ = ["DatasetError", "ImageTensors", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS",
-           "PROVIDE_CIFAR", "check_image_folder", "split_dir", "list_images", "open_rgb"]
+           "PROVIDE_CIFAR", "check_image_folder", "split_dir", "list_images", "open_rgb",
+           "normalise_uint8"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the authors normalise CIFAR-10 with these too
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalise_uint8(images: torch.Tensor) -> torch.Tensor:
+    """A uint8 NCHW batch as the network's input, on the batch's device: torchvision's
+    ``ConvertImageDtype(float32)`` then ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``, the same
+    operations in the same order, so the same values as the per-image pipeline."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device)
+    return images.to(torch.float32).div_(255).sub_(mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))
+
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 PROVIDE_CIFAR = ("Provide CIFAR-10 as torchvision's cifar-10-batches-py folder, set "

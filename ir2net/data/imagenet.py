@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .common import IMAGENET_MEAN, IMAGENET_STD, check_image_folder, open_rgb, split_dir
+from .common import (IMAGENET_MEAN, IMAGENET_STD, check_image_folder, normalise_uint8, open_rgb,
+                     split_dir)
 
 __all__ = ["Lighting", "GlobalBatchSampler", "build_imagefolder_loader", "EpochSeededLoader"]
 
@@ -86,7 +87,13 @@ def build_imagefolder_loader(data_cfg: dict, split: str, batch_size: int, *, tra
                              seed: int, drop_last: bool = False,
                              part: Optional[Callable[[int], slice]] = None):
     """``part``: data-parallel, this rank's slice of every global training batch, or its
-    contiguous share of the test set."""
+    contiguous share of the test set.
+
+    Batches stay uint8 through the workers, the pinned copy and the transfer (a quarter of
+    the bytes of float32); :class:`EpochSeededLoader` converts and normalises them on the
+    device with the same arithmetic as ``ConvertImageDtype`` + ``Normalize``, so the values
+    are those of the per-image float pipeline.  (``lighting_input: float`` adds its noise to
+    the float image and so normalises in the worker.)"""
     from torchvision import transforms as T
 
     root = Path(data_cfg["root"]).expanduser()
@@ -96,15 +103,14 @@ def build_imagefolder_loader(data_cfg: dict, split: str, batch_size: int, *, tra
     if train:
         lighting = Lighting(data_cfg["lighting"], data_cfg["lighting_input"])
         if lighting.input == "uint8":  # on the integer image, as the authors' code
-            to_float = [T.PILToTensor(), lighting, T.RandomHorizontalFlip(),
-                        T.ConvertImageDtype(torch.float32)]
+            to_tensor = [T.PILToTensor(), lighting, T.RandomHorizontalFlip()]  # uint8 to the device
         else:
-            to_float = [T.ToTensor(), lighting, T.RandomHorizontalFlip()]
+            to_tensor = [T.ToTensor(), lighting, T.RandomHorizontalFlip(), normalize]
         transform = T.Compose([T.RandomResizedCrop(size, scale=(data_cfg["crop_scale_min"], 1.0)),
-                               *to_float, normalize])
+                               *to_tensor])
     else:
         transform = T.Compose([T.Resize(data_cfg["resize_size"]), T.CenterCrop(size),
-                               T.ToTensor(), normalize])
+                               T.PILToTensor()])
     dataset = _CheckedImageFolder(split_dir(root, split), transform)
     generator = torch.Generator().manual_seed(seed)
     options = dict(num_workers=data_cfg["workers"], generator=generator,
@@ -163,6 +169,8 @@ class EpochSeededLoader:
             if number < self.start_batch:
                 continue  # the same worker seeds and order: skip what was already trained
             images = images.to(self.device, non_blocking=True)
+            if images.dtype == torch.uint8:
+                images = normalise_uint8(images)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, labels.to(self.device, non_blocking=True)
