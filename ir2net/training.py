@@ -359,8 +359,12 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
     data = build_data(config, device, context)
     if checkpoint is not None:
         check_same_data(checkpoint, data.description, checkpoint_path)
-    if context.is_main:
-        artifacts.write_yaml(out_dir / "config.yaml", config)
+    if context.is_main and (checkpoint is None or not (out_dir / "config.yaml").is_file()):
+        # fixed when the run starts: a later segment's execution keys (device, data path) go
+        # into its segment record, not over the config the run started with; a time budget
+        # belongs to one segment, so rerunning the config trains the whole run
+        artifacts.write_yaml(out_dir / "config.yaml",
+                             {**config, "train": {**config["train"], "stop_after": None}})
     model = build_model(config, data.num_classes)
     if train_cfg["init_from"]:
         model.load_state_dict(artifacts.load_state_dict(train_cfg["init_from"]))
