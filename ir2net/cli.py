@@ -129,6 +129,17 @@ def _bench(args) -> int:
                               overrides=args.set or [], warmup=args.warmup,
                               repeats=args.repeats, steps=args.steps)
         return 0
+    if args.model:
+        from .config import ConfigError
+        from .models import model_info
+
+        try:
+            args.recipe = model_info(args.model).recipe
+        except ValueError as error:
+            raise ConfigError(f"--model: {error}") from None
+        if args.recipe is None:
+            raise ConfigError(f"model {args.model!r} has no packaged recipe to benchmark; "
+                              "use --recipe with a config file")
     if args.recipe:
         from .config import load_config
         from .throughput import measure_step
@@ -478,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--recipe", help="time the training step `ir2net train` runs for this "
                                         "recipe or config (no reference comparison), e.g. "
                                         "imagenet_stage2; what `ir2net plan` reads")
+    bench.add_argument("--model", help="time the training step of this backbone's recipe "
+                                       "(`ir2net models`; e.g. vgg_small: --recipe "
+                                       "cifar10_vgg_small)")
     bench.add_argument("--profile", metavar="CONFIGFILE",
                        help="time every distinct training step of this workflow profile (e.g. "
                             "config/paper.yaml), one record per step into --out")

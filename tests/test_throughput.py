@@ -81,3 +81,13 @@ def test_bad_sharing_arguments_are_refused(capsys):
     assert "at least 1" in capsys.readouterr().err
     assert main(["bench-sharing", "--runs", "two", "--device", "cpu"]) == 2
     assert "separated by commas" in capsys.readouterr().err
+
+
+def test_bench_by_backbone_names_its_recipe(capsys):
+    assert main(["bench", "--model", "vgg_small", "--device", "cpu", "--batch-size", "2",
+                 "--warmup", "1", "--repeats", "1", "--steps", "1", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["train_step"]["recipe"] == "cifar10_vgg_small"
+    assert record["step"]["model"] == "vgg_small"
+    assert main(["bench", "--model", "resnet_nope", "--device", "cpu"]) == 2
+    assert "unknown model 'resnet_nope'" in capsys.readouterr().err
