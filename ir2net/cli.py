@@ -279,7 +279,8 @@ def _render(args) -> int:
     from .reporting.publish import publish, render
 
     common = dict(longruns=_read_longruns(args.longruns), divergences=args.divergences,
-                  benchmark=args.benchmark)
+                  benchmark=args.benchmark,
+                  cost_plan=(args.plan_profile, args.plan_device) if args.plan_device else None)
     if args.command == "publish":
         written = publish(args.runs, args.records, args.tables, args.figures, args.report,
                           attention=args.attention, **common)
@@ -610,6 +611,12 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the published-schedule runs ('' to leave them out)")
         command.add_argument("--divergences", default="docs/divergences.md")
         command.add_argument("--benchmark", default="results/bench/cpu_bf16.json")
+        command.add_argument("--plan-device", default="h100",
+                             help="price --plan-profile on this device for the report's cost "
+                                  "plan ('' for none; default: %(default)s)")
+        command.add_argument("--plan-profile", default="config/paper.yaml",
+                             help="the profile whose cost the report shows (default: "
+                                  "%(default)s)")
         command.set_defaults(func=_render)
 
     sub.add_parser("models", help="list registered backbones").set_defaults(func=_models)

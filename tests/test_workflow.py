@@ -200,7 +200,8 @@ def test_renders_are_byte_identical_and_the_committed_report_is_one(tmp_path):
                      "--figures", str(out / "figures"), "--report", str(out / "report"),
                      "--longruns", str(ROOT / "results/longruns"),
                      "--divergences", str(ROOT / "docs/divergences.md"),
-                     "--benchmark", str(ROOT / "results/bench/cpu_bf16.json")]) == 0
+                     "--benchmark", str(ROOT / "results/bench/cpu_bf16.json"),
+                     "--plan-profile", str(ROOT / "config/paper.yaml")]) == 0
         renders.append(out)
     files = sorted(p.relative_to(renders[0]) for p in renders[0].rglob("*") if p.is_file())
     assert len(files) > 20
@@ -208,6 +209,10 @@ def test_renders_are_byte_identical_and_the_committed_report_is_one(tmp_path):
         assert filecmp.cmp(renders[0] / relative, renders[1] / relative, shallow=False), relative
     committed = (ROOT / "report" / "report.md").read_text()
     assert (renders[0] / "report" / "report.md").read_text() == committed
+    # the paper profile's cost plan, priced from the committed benchmark records
+    plan = (renders[0] / "tables" / "plan.md").read_text()
+    assert plan == (ROOT / "results" / "tables" / "plan.md").read_text()
+    assert "## What the published schedules cost" in committed and plan.strip() in committed
 
 
 def test_schedules_override_the_dataset_section_but_not_the_run_itself(tmp_path):

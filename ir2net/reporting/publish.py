@@ -25,17 +25,30 @@ __all__ = ["render", "publish"]
 def render(records: str | Path, tables_dir: str | Path, figures_dir: str | Path,
            report_dir: str | Path, *, longruns: Optional[list[dict]] = None,
            divergences: Optional[str | Path] = None,
-           benchmark: Optional[str | Path] = None) -> list[Path]:
-    """Tables, figures and report from a records folder (deterministic)."""
+           benchmark: Optional[str | Path] = None,
+           cost_plan: Optional[tuple[str | Path, str]] = None) -> list[Path]:
+    """Tables, figures and report from a records folder (deterministic).  ``cost_plan``:
+    (a workflow profile, a device), the profile's ``ir2net plan`` from the committed
+    benchmark records, written as ``plan.md`` beside the tables and included in the report."""
     plan, finished = load_records(records)
     tables = build_tables(plan, finished, longruns)
     written = write_tables(tables, tables_dir)
+    plan_file = None
+    if cost_plan:
+        from ..artifacts import write_text
+        from ..plan import plan_markdown, plan_profile
+
+        profile, device = cost_plan
+        plan_file = Path(tables_dir) / "plan.md"
+        write_text(plan_file, plan_markdown(plan_profile(profile, device), device,
+                                            Path(profile).stem) + "\n")
+        written.append(plan_file)
     written += figure7(plan, finished, figures_dir)
     written += coverage_figure(plan, finished, figures_dir, longruns)
     written += training_curves(plan, finished, figures_dir)
     written += paper_comparison(tables, figures_dir)
     written += write_report(records, tables_dir, figures_dir, report_dir,
-                            divergences=divergences, benchmark=benchmark)
+                            divergences=divergences, benchmark=benchmark, cost_plan=plan_file)
     return written
 
 
@@ -43,7 +56,8 @@ def publish(runs: str | Path, records: str | Path, tables_dir: str | Path,
             figures_dir: str | Path, report_dir: str | Path, *,
             attention: Optional[str | Path] = None, longruns: Optional[list[dict]] = None,
             divergences: Optional[str | Path] = None,
-            benchmark: Optional[str | Path] = None) -> list[Path]:
+            benchmark: Optional[str | Path] = None,
+            cost_plan: Optional[tuple[str | Path, str]] = None) -> list[Path]:
     """Copy the finished runs' records from ``runs`` into ``records`` and render everything
     committed from them; ``attention`` (the workflow's attention.png) is copied."""
     export_records(runs, records)
@@ -51,4 +65,4 @@ def publish(runs: str | Path, records: str | Path, tables_dir: str | Path,
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(attention, Path(figures_dir) / "attention.png")
     return render(records, tables_dir, figures_dir, report_dir, longruns=longruns,
-                  divergences=divergences, benchmark=benchmark)
+                  divergences=divergences, benchmark=benchmark, cost_plan=cost_plan)

@@ -146,6 +146,8 @@ rule publish:
         longruns=LONGRUNS if WITH_LONGRUNS else "''",
         benchmark=config["benchmark_json"] or "''",
         divergences=DIVERGENCES,
+        plan_device=config["plan_device"] or "",
+        paper_profile=PAPER_PROFILE,
         runs=RUNS_DIR,
         cli=IR2NET,
     conda:
@@ -154,4 +156,5 @@ rule publish:
         "{params.cli} publish --runs {params.runs} --records {params.to[records]}"
         " --tables {params.to[tables]} --figures {params.to[figures]} --report {params.to[report]}"
         " --attention {input.attention} --longruns {params.longruns}"
-        " --divergences {params.divergences} --benchmark {params.benchmark} > {log} 2>&1"
+        " --divergences {params.divergences} --benchmark {params.benchmark}"
+        " --plan-device '{params.plan_device}' --plan-profile {params.paper_profile} > {log} 2>&1"
