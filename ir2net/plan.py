@@ -65,10 +65,23 @@ def load_profile(path: str | Path) -> dict:
     """A workflow config with the workflow schema's defaults filled in."""
     import jsonschema
 
-    config = yaml.safe_load(Path(path).read_text())
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"workflow profile {path} does not exist; profiles are in config/ "
+                          "(config.yaml, paper.yaml, smoke.yaml)")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"workflow profile {path} is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"workflow profile {path} is not a mapping of config keys")
     schema = yaml.safe_load((REPOSITORY / "workflow/schemas/config.schema.yaml").read_text())
     fill_defaults(config, schema)
-    jsonschema.validate(config, schema)
+    try:
+        jsonschema.validate(config, schema)
+    except jsonschema.ValidationError as error:
+        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ConfigError(f"workflow profile {path}, key {where}: {error.message}") from None
     return derive_imagenet(config, check_paths=False)
 
 

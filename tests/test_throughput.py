@@ -91,3 +91,17 @@ def test_bench_by_backbone_names_its_recipe(capsys):
     assert record["step"]["model"] == "vgg_small"
     assert main(["bench", "--model", "resnet_nope", "--device", "cpu"]) == 2
     assert "unknown model 'resnet_nope'" in capsys.readouterr().err
+
+
+def test_a_missing_or_invalid_profile_is_refused_clearly(tmp_path, capsys):
+    assert main(["plan", "--configfile", str(tmp_path / "absent.yaml")]) == 2
+    assert "absent.yaml does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    import yaml
+
+    wrong_seed = yaml.safe_load((ROOT / "config/smoke.yaml").read_text()) | {"seeds": ["a"]}
+    for text, message in (("seeds: [\n", "is not valid YAML"), ("- a\n", "not a mapping"),
+                          (yaml.safe_dump(wrong_seed), "key seeds.0")):
+        broken.write_text(text)
+        assert main(["bench", "--profile", str(broken), "--device", "cpu"]) == 2
+        assert message in capsys.readouterr().err
