@@ -12,6 +12,15 @@
 #   bash scripts/gpu-session.sh [CIFAR10]      CIFAR10: the dataset (default: plan.yaml's)
 # Budgets in seconds (environment): BUDGET_S (all, default 540), LONGRUN_S (default 180),
 # SHARING_SECONDS (timed window per run, default 10).
+#
+# On a bare GPU machine whose python3 has PyTorch but not this package's other requirements
+# (e.g. a lent device): bring CIFAR-10 and jsonschema's wheels inside the repository, in
+# folders that git ignores, and put the wheels on the path first:
+#   mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --platform manylinux_2_17_x86_64 -d .whl jsonschema jsonschema-specifications referencing rpds-py
+#   (there) pip install --no-index --no-deps --target /tmp/site .whl/*.whl
+#           PYTHONPATH=/tmp/site bash scripts/gpu-session.sh .data/cifar10-jpeg.tar.gz
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-}
