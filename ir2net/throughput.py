@@ -218,29 +218,36 @@ def _stop_mps(env: dict) -> None:
 
 def _concurrent(k: int, argv: list[str], env: dict, timeout: float) -> list[dict]:
     command = [sys.executable, "-m", "ir2net.throughput", *argv]
+    # stderr to files: a worker's compiler warnings must not fill a pipe nobody reads yet
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(k)]
     workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env) for _ in range(k)]
+                                stderr=log, text=True, env=env) for log in logs]
+
+    def failure(index: int, when: str) -> ConfigError:
+        logs[index].seek(0)
+        return ConfigError(f"a sharing worker failed {when}:\n{logs[index].read()[-2000:]}")
+
     try:
-        for worker in workers:  # every run warmed up before any is timed
-            line = worker.stdout.readline().strip()
-            if line != "READY":
+        for index, worker in enumerate(workers):  # every run warmed up before any is timed
+            if worker.stdout.readline().strip() != "READY":
                 worker.wait(timeout=timeout)
-                raise ConfigError(f"a sharing worker failed before it was timed:\n"
-                                  f"{worker.stderr.read()[-2000:]}")
+                raise failure(index, "before it was timed")
         for worker in workers:
             worker.stdin.write("GO\n")
             worker.stdin.flush()
         results = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=timeout)
+        for index, worker in enumerate(workers):
+            out, _ = worker.communicate(timeout=timeout)
             if worker.returncode != 0:
-                raise ConfigError(f"a sharing worker failed:\n{err[-2000:]}")
+                raise failure(index, "while it was timed")
             results.append(json.loads(out.strip().splitlines()[-1]))
         return results
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
+        for log in logs:
+            log.close()
 
 
 def measure_sharing(recipe: str = "cifar10_resnet20_bireal", runs: Iterable[int] = (1, 2, 4, 8),
