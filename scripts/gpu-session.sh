@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # What the project needs from one GPU, in order of value, inside one time budget:
+#   0. the CUDA-only tests (tests/test_gpu.py)
 #   1. advance the published-schedule runs (results/longruns/)
 #   2. time every distinct training step of the paper profile (the cost plan's figures)
 #   3. k concurrent ResNet-20 IR²Net runs sharing the GPU (1, 2, 4, 8; and under MPS)
@@ -46,6 +47,7 @@ step() {  # step NAME NEEDED_S: run the rest of the line only if NEEDED_S second
   "$@"; echo "gpu-session: $name exited $? at ${SECONDS}s"
 }
 
+step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 step "long runs" 60 cli longrun continue --stop-after "${LONGRUN_S}s" ${DATA:+--data-root "$DATA"}
 # The eager CUDA-graph step (no torch.compile): 21 distinct steps compile too slowly for one
 # budget; the plan takes the fastest record per step, so a compiled record can follow later.

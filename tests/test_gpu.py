@@ -51,3 +51,32 @@ def test_cuda_graph_step_runs_under_mixed_precision():
     losses = [graph_step(images, labels)[0].item() for _ in range(8)]
     assert graph_step.graph is not None and all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
+
+
+def test_uint8_batches_normalised_on_the_gpu_equal_the_per_image_cpu_pipeline():
+    """ImageNet batches travel as uint8 and are normalised on the device: on a GPU the values
+    are still those of torchvision's per-image ConvertImageDtype + Normalize on the CPU."""
+    from torchvision import transforms as T
+
+    from ir2net.data.common import IMAGENET_MEAN, IMAGENET_STD, normalise_uint8
+
+    images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    per_image = T.Compose([T.ConvertImageDtype(torch.float32),
+                           T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    expected = torch.stack([per_image(image) for image in images])
+    assert torch.equal(normalise_uint8(images.cuda()).cpu(), expected)
+
+
+def test_a_recipe_step_is_timed_as_train_runs_it_on_the_gpu():
+    """`ir2net bench --recipe` on CUDA: the CUDA-graph step, compiled as train.compile: auto
+    does there, with a record `ir2net plan` reads."""
+    from ir2net.config import load_config
+    from ir2net.throughput import measure_step
+
+    config = load_config("cifar10_resnet20_bireal", ["data.root=x"])
+    record = measure_step(config, recipe="cifar10_resnet20_bireal", device="cuda",
+                          batch_size=128, warmup=3, repeats=2, steps=5)
+    assert record["train_step"]["ours_step"] == "CudaGraphStep"
+    assert record["settings"]["compile"] and record["train_step"]["ours_img_s"] > 0
+    assert record["machine"]["gpu"]
