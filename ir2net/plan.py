@@ -239,15 +239,18 @@ def _table_name(role: dict) -> str:
 
 
 def plan_markdown(jobs: list[JobCost], device: str, profile: str) -> str:
-    """The plan as Markdown: one row per job, then GPU-hours per table and in total."""
+    """The plan as Markdown: one row per job, then GPU-hours per table and in total (for
+    ``cpu``: hours of the whole CPU, which the benchmark used)."""
     import pandas as pd
 
     from .reporting.tables import to_markdown
 
+    unit = "CPU" if device == "cpu" else "GPU"
+
     rows = [{"run": job.run, "tables": ", ".join(job.tables), "model": job.model,
              "images x epochs": f"{job.train_images:,} x {job.epochs}",
-             "GPUs": str(job.gpus), "img/s per GPU": f"{job.images_per_s:,.0f}",
-             "GPU-hours": f"{job.gpu_hours:,.2f}", "wall hours": f"{job.wall_hours:,.2f}",
+             f"{unit}s": str(job.gpus), f"img/s per {unit}": f"{job.images_per_s:,.0f}",
+             f"{unit}-hours": f"{job.gpu_hours:,.2f}", "wall hours": f"{job.wall_hours:,.2f}",
              "throughput": "measured" if job.measured else "estimate"} for job in jobs]
     per_table: dict[str, float] = {}
     for job in jobs:
@@ -262,13 +265,13 @@ def plan_markdown(jobs: list[JobCost], device: str, profile: str) -> str:
         sources.insert(0, f"measured: the job's own step in {len(names)} benchmark record(s) "
                           f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
     lines = [f"Cost plan of the `{profile}` profile on `{device}`: {len(jobs)} training jobs, "
-             f"**{total:,.1f} GPU-hours** in all ({estimates} of {len(jobs)} jobs at "
+             f"**{total:,.1f} {unit}-hours** in all ({estimates} of {len(jobs)} jobs at "
              "estimated throughput). Throughput: " + "; ".join(sources) + ". A run that fills "
              "several tables counts once in the total and in each of its tables. The estimates "
              "scale a small model's step, which is bound by kernel launches, by MACs: they "
              "overstate the time of large models (ImageNet) until `ir2net bench --recipe` "
              "(or `--profile`) records exist for them.", "",
-             to_markdown(pd.DataFrame([{"table": table, "GPU-hours": f"{hours:,.1f}"}
+             to_markdown(pd.DataFrame([{"table": table, f"{unit}-hours": f"{hours:,.1f}"}
                                        for table, hours in sorted(per_table.items())]),
                          [False, True]), "",
              to_markdown(pd.DataFrame(rows), [False, False, False, True, True, True, True, True,
