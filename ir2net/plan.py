@@ -19,14 +19,15 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
 from .config import ConfigError, fill_defaults
 from .experiments import derive_imagenet, run_table
 
-__all__ = ["JobCost", "plan_profile", "plan_markdown", "step_signature", "measured_steps",
-           "DATASET_SIZES"]
+__all__ = ["JobCost", "plan_profile", "plan_markdown", "profile_jobs", "step_signature",
+           "measured_steps", "DATASET_SIZES"]
 
 #: Images per split of the real datasets (train, test).
 DATASET_SIZES = {"cifar10": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
@@ -192,6 +193,20 @@ def _sizes(config: dict, profile: dict) -> tuple[int, int]:
     return data["train_subset"] or train, data["test_subset"] or test
 
 
+#: Run-table settings that name files of the machine a job runs on, not its step.
+MACHINE_PATHS = ("data.root", "train.init_from", "train.teacher_weights")
+
+
+def profile_jobs(profile: dict) -> Iterator[tuple[dict, dict, dict]]:
+    """Every training job of a loaded profile: its run-table entry, its settings without
+    :data:`MACHINE_PATHS`, and the config they give (without reading any data)."""
+    from .config import load_config
+
+    for entry in run_table(profile)["runs"]:
+        settings = {k: v for k, v in entry["settings"].items() if k not in MACHINE_PATHS}
+        yield entry, settings, load_config(entry["recipe"], ["data.root=x"], settings)
+
+
 def plan_profile(profile_path: str | Path, device: str = "h100",
                  bench_folder: str | Path = REPOSITORY / "results/bench") -> list[JobCost]:
     """The cost of every training job of a workflow profile on ``device``."""
@@ -204,10 +219,7 @@ def plan_profile(profile_path: str | Path, device: str = "h100",
     reference_speed, reference_record = measured.get(reference_key, (None, None))
     reference_cost = _cost_per_image(reference)  # what the reference benchmark step trains
     jobs = []
-    for entry in run_table(profile)["runs"]:
-        settings = {k: v for k, v in entry["settings"].items()
-                    if k not in ("data.root", "train.init_from", "train.teacher_weights")}
-        config = load_config(entry["recipe"], ["data.root=x"], settings)
+    for entry, _, config in profile_jobs(profile):
         train_images, test_images = _sizes(config, profile)
         cost = _cost_per_image(config)
         key = _signature_key(step_signature(config))

@@ -38,7 +38,7 @@ from . import provenance
 from .bench import _sync, _throughput
 from .config import ConfigError, load_config
 from .models import create_model
-from .plan import load_profile, step_signature
+from .plan import load_profile, profile_jobs, step_signature
 from .training import (build_model, build_optimizer, build_restriction, build_train_step,
                        resolve_device)
 
@@ -122,14 +122,8 @@ def measure_step(config: dict, *, recipe: str, device: str = "cpu",
 def _profile_steps(profile_path: str | Path) -> list[tuple[str, dict, list[str]]]:
     """Every distinct training step of a workflow profile: (recipe, settings, the run ids
     that train with it), in the profile's order."""
-    from .experiments import run_table
-
-    profile = load_profile(profile_path)
     steps: dict[str, tuple[str, dict, list[str]]] = {}
-    for entry in run_table(profile)["runs"]:
-        settings = {k: v for k, v in entry["settings"].items()
-                    if k not in ("data.root", "train.init_from", "train.teacher_weights")}
-        config = load_config(entry["recipe"], ["data.root=x"], settings)
+    for entry, settings, config in profile_jobs(load_profile(profile_path)):
         key = json.dumps(step_signature(config), sort_keys=True)
         steps.setdefault(key, (entry["recipe"], settings, []))[2].append(entry["id"])
     return list(steps.values())
