@@ -369,7 +369,10 @@ def _longrun(args) -> int:
                      f"{row['segments']} segment(s), {row['wall_hours']:.2f} h")
             scores = ("" if row["final_top1"] is None else
                       f"; top-1 last {row['final_top1']:.2f}%, best {row['best_top1']:.2f}%")
-            print(f"[{row['priority']}] {row['run']}: {where}{scores}")
+            pace = row["left_at_last_pace"]
+            left = "" if pace is None else \
+                f"; about {pace['hours']:.1f} h left at the last segment's pace ({pace['on']})"
+            print(f"[{row['priority']}] {row['run']}: {where}{scores}{left}")
         return 0
     if args.threads:
         import torch

@@ -175,6 +175,23 @@ def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
     return rows
 
 
+def _hours_left(summary: dict) -> Optional[dict]:
+    """Time to the end at the pace of the latest segment (wall time per epoch, evaluations
+    included), and the machine it was measured on."""
+    segments = summary.get("segments") or []
+    if summary.get("state") != "training" or not segments:
+        return None
+    last = segments[-1]
+    epochs_trained = (last.get("end_epoch") or 0) - (last.get("start_epoch") or 0)
+    if epochs_trained <= 0 or not last.get("wall_seconds"):
+        return None
+    left = max(summary["epochs"] - last["end_epoch"], 0)
+    hardware = last.get("hardware", {})
+    return {"hours": round(left * last["wall_seconds"] / epochs_trained / 3600, 1),
+            "on": hardware.get("gpu") or f"{hardware.get('cpu', 'cpu')}, "
+                                         f"{hardware.get('torch_threads', '?')} thread(s)"}
+
+
 def run_status(plan: Plan) -> list[dict]:
     rows = []
     for run in plan.runs:
@@ -183,7 +200,8 @@ def run_status(plan: Plan) -> list[dict]:
                      ("run", "state", "priority", "epochs_done", "epochs", "wall_hours")} |
                     {"final_top1": (summary.get("final") or {}).get("top1"),
                      "best_top1": (summary.get("best") or {}).get("top1"),
-                     "segments": len(summary.get("segments", []))})
+                     "segments": len(summary.get("segments", [])),
+                     "left_at_last_pace": _hours_left(summary)})
     return rows
 
 

@@ -72,7 +72,9 @@ def test_continue_trains_in_segments_and_finishes_into_the_records(tmp_path, cap
     progress = json.loads((folder / "ir2net" / "progress.json").read_text())
     assert progress["segments"][0]["ended_by"].startswith("stopped by its time budget")
     assert main(["longrun", "status", "--folder", str(folder)]) == 0
-    assert "ir2net: training, epoch 0 of 3, 1 segment(s)" in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert "ir2net: training, epoch 0 of 3, 1 segment(s)" in status
+    assert "h left at the last segment's pace (" in status
 
     assert main(["longrun", "continue", "--folder", str(folder)]) == 0
     run_folder = folder / "ir2net"
