@@ -5,7 +5,8 @@
 #   2. time every distinct training step of the paper profile (the cost plan's figures)
 #   3. k concurrent ResNet-20 IR²Net runs sharing the GPU (1, 2, 4, 8; and under MPS)
 #   4. a short data-parallel run through torchrun (NCCL, one rank per GPU)
-# A step that would start after the budget is skipped and says so. Everything it writes goes
+# A step that would start with too little of the budget left is skipped and says so; one
+# still running when the budget ends gets SIGTERM. Everything it writes goes
 # to results/ (longruns, bench/steps/<gpu>, bench/sharing_<gpu>.json) and, when $OUT is set,
 # also into one archive $OUT/gpu-session.tgz with the log, to be unpacked in the repository.
 #
@@ -36,7 +37,6 @@ GPU=$($PY -c "import torch; print(torch.cuda.get_device_name(0).split()[1].lower
   echo "gpu-session: no CUDA device visible to $PY"; exit 1; }
 GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
 echo "gpu-session: $GPUS x $GPU, budget ${BUDGET_S}s, started $(date -u +%FT%TZ)"
-cli() { $PY -m ir2net.cli "$@"; }
 left() { echo $((BUDGET_S - SECONDS)); }
 step() {  # step NAME NEEDED_S: run the rest of the line only if NEEDED_S seconds are left
   local name=$1 needed=$2; shift 2
@@ -44,14 +44,16 @@ step() {  # step NAME NEEDED_S: run the rest of the line only if NEEDED_S second
     echo "gpu-session: skipped $name ($(left)s left, needs about ${needed}s)"; return 0
   fi
   echo "gpu-session: $name (at ${SECONDS}s)"
-  "$@"; echo "gpu-session: $name exited $? at ${SECONDS}s"
+  # SIGTERM at the end of the budget: a long run checkpoints and stops cleanly, a benchmark
+  # keeps the records it has written (each atomically)
+  timeout --kill-after=60 "$(left)" "$@"; echo "gpu-session: $name exited $? at ${SECONDS}s"
 }
 
 step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
-step "long runs" 60 cli longrun continue --stop-after "${LONGRUN_S}s" ${DATA:+--data-root "$DATA"}
+step "long runs" 60 $PY -m ir2net.cli longrun continue --stop-after "${LONGRUN_S}s" ${DATA:+--data-root "$DATA"}
 # The eager CUDA-graph step (no torch.compile): 21 distinct steps compile too slowly for one
 # budget; the plan takes the fastest record per step, so a compiled record can follow later.
-step "step benchmarks" 120 cli bench --profile config/paper.yaml --out "results/bench/steps/$GPU" \
+step "step benchmarks" 120 $PY -m ir2net.cli bench --profile config/paper.yaml --out "results/bench/steps/$GPU" \
   --set train.compile=false --warmup 3 --repeats 3 --steps 5
 step "GPU sharing" 120 bash -c "$PY -m ir2net.cli bench-sharing --runs 1,2,4,8 \
   --seconds ${SHARING_SECONDS:-10} --set train.compile=false --json \
