@@ -37,10 +37,9 @@ import torch
 from . import provenance
 from .bench import _sync, _throughput
 from .config import ConfigError, load_config
-from .models import create_model
 from .plan import load_profile, profile_jobs, step_signature
-from .training import (build_model, build_optimizer, build_restriction, build_train_step,
-                       resolve_device)
+from .training import (build_model, build_optimizer, build_restriction, build_teacher,
+                       build_train_step, resolve_device)
 
 __all__ = ["measure_step", "measure_profile_steps", "measure_sharing"]
 
@@ -63,10 +62,8 @@ def _step_and_batch(config: dict, device: torch.device, batch_size: int):
     model = build_model(config, classes).to(device)
     if train_cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    teacher = None
-    if train_cfg["teacher"]:
-        teacher = create_model(train_cfg["teacher"], num_classes=classes).eval()
-        teacher = teacher.requires_grad_(False).to(device)
+    teacher = build_teacher({**config, "train": {**train_cfg, "teacher_weights": None}},
+                            classes, device)
     optimizer = build_optimizer(model, train_cfg)
     step = build_train_step(config, model, optimizer, build_restriction(config), teacher, device)
     size = config["data"]["image_size"]
