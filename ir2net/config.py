@@ -17,8 +17,9 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-__all__ = ["ConfigError", "load_config", "resolve_config", "list_recipes", "recipe_path",
-           "config_digest", "apply_overrides", "apply_settings", "fill_defaults", "schema", "read_yaml_text", "parse_duration",
+__all__ = ["ConfigError", "load_config", "resolve_config", "format_schema_error",
+           "list_recipes", "recipe_path", "config_digest", "apply_overrides", "apply_settings",
+           "fill_defaults", "schema", "read_yaml_text", "parse_duration",
            "EXECUTION_ONLY_KEYS", "LATER_KEYS"]
 
 
@@ -138,7 +139,9 @@ def fill_defaults(node: dict, node_schema: dict) -> None:
             fill_defaults(node[key], sub)
 
 
-def _format_error(error) -> str:
+def format_schema_error(error) -> str:
+    """A JSON Schema validation error as the message every config error uses: the dotted
+    key, then what is wrong with it."""
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
         return f"config: unknown key(s) under '{key}': {error.message}"
@@ -155,7 +158,7 @@ def resolve_config(config: dict) -> dict:
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(config),
                     key=lambda e: list(e.absolute_path))
     if errors:
-        raise ConfigError(_format_error(errors[0]))
+        raise ConfigError(format_schema_error(errors[0]))
     _check_semantics(config)
     return config
 

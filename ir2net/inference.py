@@ -44,30 +44,20 @@ def _resolve(target: str | Path, config: Optional[str | Path]) -> tuple[Path, Pa
 def load_trained(target: str | Path, *, config: Optional[str | Path] = None,
                  overrides: tuple[str, ...] = (), device: str = "cpu") -> TrainedModel:
     """The model of a run folder (or a ``model.pt`` and its config), in eval mode."""
+    from .data import num_classes
     from .training import build_model
 
     weights, config_path = _resolve(target, config)
     run_config = load_config(str(config_path), overrides)
     run_config["device"] = device
     run_config["train"]["channels_last"] = False  # contiguous: the reference layout
-    num_classes = _num_classes(run_config)
-    model = build_model(run_config, num_classes)
+    model = build_model(run_config, num_classes(run_config["data"]))
     try:
         model.load_state_dict(artifacts.load_state_dict(weights))
     except RuntimeError as error:
         raise artifacts.ArtifactError(f"{weights} does not fit the model its config "
                                       f"{config_path} describes: {error}") from error
     return TrainedModel(model.to(device).eval(), run_config, weights)
-
-
-def _num_classes(config: dict) -> int:
-    data = config["data"]
-    if data["dataset"] == "synthetic":
-        return data["synthetic"]["num_classes"]
-    if data["dataset"] == "cifar10":
-        return 10
-    from .data import check_image_folder
-    return len(check_image_folder(Path(data["root"]).expanduser()))
 
 
 def score(target: str | Path, *, config: Optional[str | Path] = None,

@@ -23,7 +23,7 @@ from typing import Iterator
 
 import yaml
 
-from .config import ConfigError, fill_defaults
+from .config import ConfigError, fill_defaults, format_schema_error
 from .experiments import derive_imagenet, run_table
 
 __all__ = ["JobCost", "plan_profile", "plan_markdown", "profile_jobs", "step_signature",
@@ -81,8 +81,7 @@ def load_profile(path: str | Path) -> dict:
     try:
         jsonschema.validate(config, schema)
     except jsonschema.ValidationError as error:
-        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise ConfigError(f"workflow profile {path}, key {where}: {error.message}") from None
+        raise ConfigError(f"workflow profile {path}: {format_schema_error(error)}") from None
     return derive_imagenet(config, check_paths=False)
 
 
@@ -153,7 +152,7 @@ def measured_steps(device: str, folder: Path) -> dict[str, tuple[float, str]]:
 
 
 @lru_cache(maxsize=None)
-def _forward_macs(model_settings: str, image_size: int) -> float:
+def _forward_macs(model_settings: str, image_size: int, classes: int) -> float:
     """Multiply-accumulates (binary and real) of one forward pass of one image of the model a
     config builds (``model_settings``: its ``model`` section as JSON)."""
     from .complexity import count_complexity
@@ -161,36 +160,41 @@ def _forward_macs(model_settings: str, image_size: int) -> float:
 
     model_cfg = json.loads(model_settings)
     config = {"model": model_cfg, "data": {"image_size": image_size}}
-    model = build_model(config, 1000 if image_size > 64 else 10)
+    model = build_model(config, classes)
     report = count_complexity(model, (3, image_size, image_size), "reactnet")
     return report.bops + report.flops
 
 
-def _cost_per_image(config: dict) -> float:
+def _cost_per_image(config: dict, classes: int) -> float:
     """Training cost of one image in MACs-equivalents: forward and backward of every pass
     (IRes: two) and the teacher's forward."""
     size = config["data"]["image_size"]
     model = {**config["model"], "binary_dtype": "float32"}
-    cost = _forward_macs(json.dumps(model, sort_keys=True), size)
+    cost = _forward_macs(json.dumps(model, sort_keys=True), size, classes)
     if config["ires"]["enabled"]:
         cost *= 2
     if config["train"]["teacher"]:
         teacher = {**model, "name": config["train"]["teacher"]}
-        cost += _forward_macs(json.dumps(teacher, sort_keys=True), size) * FORWARD_SHARE
+        cost += _forward_macs(json.dumps(teacher, sort_keys=True), size, classes) * FORWARD_SHARE
     return cost
 
 
-def _sizes(config: dict, profile: dict) -> tuple[int, int]:
+def _dataset(config: dict, profile: dict) -> tuple[int, int, int]:
+    """Training images, test images and classes of a job's dataset, without reading it."""
+    from .data import num_classes
+
     data = config["data"]
     if data["dataset"] == "synthetic":
-        return data["synthetic"]["train_size"], data["synthetic"]["test_size"]
-    if data["dataset"] == "imagenet" and not profile["imagenet"].get("root"):
-        standin = profile["imagenet"].get("standin", {})
-        if profile["imagenet"].get("allow_standin"):
-            classes = standin["classes"]
-            return classes * standin["train_per_class"], classes * standin["val_per_class"]
+        synthetic = data["synthetic"]
+        return synthetic["train_size"], synthetic["test_size"], synthetic["num_classes"]
+    imagenet = profile["imagenet"]
+    if data["dataset"] == "imagenet" and not imagenet.get("root") and imagenet.get("allow_standin"):
+        standin = imagenet["standin"]
+        classes = standin["classes"]
+        return classes * standin["train_per_class"], classes * standin["val_per_class"], classes
     train, test = DATASET_SIZES[data["dataset"]]
-    return data["train_subset"] or train, data["test_subset"] or test
+    return (data["train_subset"] or train, data["test_subset"] or test,
+            num_classes(data, count_folder=False))
 
 
 #: Run-table settings that name files of the machine a job runs on, not its step.
@@ -211,17 +215,18 @@ def plan_profile(profile_path: str | Path, device: str = "h100",
                  bench_folder: str | Path = REPOSITORY / "results/bench") -> list[JobCost]:
     """The cost of every training job of a workflow profile on ``device``."""
     from .config import load_config
+    from .data import num_classes
 
     profile = load_profile(profile_path)
     measured = measured_steps(device, Path(bench_folder))
     reference = load_config("cifar10_resnet20_bireal", ["data.root=x"])
     reference_key = _reference_signature("float32")
     reference_speed, reference_record = measured.get(reference_key, (None, None))
-    reference_cost = _cost_per_image(reference)  # what the reference benchmark step trains
+    reference_cost = _cost_per_image(reference, num_classes(reference["data"], count_folder=False))
     jobs = []
     for entry, _, config in profile_jobs(profile):
-        train_images, test_images = _sizes(config, profile)
-        cost = _cost_per_image(config)
+        train_images, test_images, classes = _dataset(config, profile)
+        cost = _cost_per_image(config, classes)
         key = _signature_key(step_signature(config))
         if key in measured:
             speed, record = measured[key]

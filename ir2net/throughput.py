@@ -37,28 +37,19 @@ import torch
 from . import provenance
 from .bench import _sync, _throughput
 from .config import ConfigError, load_config
+from .data import num_classes
 from .plan import load_profile, profile_jobs, step_signature
 from .training import (build_model, build_optimizer, build_restriction, build_teacher,
                        build_train_step, resolve_device)
 
 __all__ = ["measure_step", "measure_profile_steps", "measure_sharing"]
 
-#: Classes of each dataset's classifier (the synthetic data says its own).
-CLASSES = {"cifar10": 10, "imagenet": 1000}
-
-
-def _num_classes(config: dict) -> int:
-    data = config["data"]
-    return data["synthetic"]["num_classes"] if data["dataset"] == "synthetic" \
-        else CLASSES[data["dataset"]]
-
-
 def _step_and_batch(config: dict, device: torch.device, batch_size: int):
     """The training step ``ir2net train`` runs for ``config``, and one batch for it.  The
     teacher has random weights: its speed does not depend on them."""
     torch.manual_seed(0)
     train_cfg = config["train"]
-    classes = _num_classes(config)
+    classes = num_classes(config["data"], count_folder=False)
     model = build_model(config, classes).to(device)
     if train_cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ir2net.data import (DatasetError, ImageTensors, TensorBatches, balanced_subset,
-                         load_small_split, synthetic_split)
+                         load_small_split, num_classes, synthetic_split)
 
 
 def make_image_folder(root, classes=("cat", "dog", "frog"), per_class=4, size=32, splits=("train", "test")):
@@ -154,3 +154,14 @@ def test_truncated_archive(tmp_path, cache_dir):
     with pytest.raises(DatasetError, match="cannot unpack dataset archive .*broken.tar.gz"):
         load_small_split(data_cfg(archive), "train")
     assert not list(cache_dir.glob("extracted-*"))
+
+
+def test_the_number_of_classes_comes_from_the_dataset_a_config_names(tmp_path):
+    assert num_classes({"dataset": "cifar10"}) == 10
+    assert num_classes({"dataset": "synthetic", "synthetic": {"num_classes": 7}}) == 7
+    folder = make_image_folder(tmp_path / "standin", classes=("a", "b", "c", "d"), per_class=1)
+    imagenet = {"dataset": "imagenet", "root": str(folder)}
+    assert num_classes(imagenet) == 4  # a stand-in's own classes, read from its folders
+    assert num_classes(imagenet, count_folder=False) == 1000  # ILSVRC-2012, nothing read
+    with pytest.raises(DatasetError, match="does not exist"):
+        num_classes({"dataset": "imagenet", "root": str(tmp_path / "absent")})

@@ -101,7 +101,7 @@ def test_a_missing_or_invalid_profile_is_refused_clearly(tmp_path, capsys):
 
     wrong_seed = yaml.safe_load((ROOT / "config/smoke.yaml").read_text()) | {"seeds": ["a"]}
     for text, message in (("seeds: [\n", "is not valid YAML"), ("- a\n", "not a mapping"),
-                          (yaml.safe_dump(wrong_seed), "key seeds.0")):
+                          (yaml.safe_dump(wrong_seed), "config key 'seeds.0'")):
         broken.write_text(text)
         assert main(["bench", "--profile", str(broken), "--device", "cpu"]) == 2
         assert message in capsys.readouterr().err

@@ -23,7 +23,7 @@ Layout of an image-folder dataset: ``ROOT/train/<class>/*`` and ``ROOT/test/<cla
 (or ``ROOT/val/<class>/*``).  Any missing or unreadable piece raises
 :class:`DatasetError` naming the path and what to do.
 """
-from .bundle import DataBundle, build_data, build_test_data
+from .bundle import DataBundle, build_data, build_test_data, num_classes
 from .cifar10 import load_small_split
 from .common import IMAGENET_MEAN, IMAGENET_STD, DatasetError, ImageTensors, check_image_folder
 from .imagenet import GlobalBatchSampler, Lighting, build_imagefolder_loader
@@ -34,4 +34,4 @@ from .tensor_batches import TensorBatches, balanced_subset
 __all__ = ["DatasetError", "ImageTensors", "IMAGENET_MEAN", "IMAGENET_STD", "load_small_split",
            "synthetic_split", "TensorBatches", "Lighting", "build_imagefolder_loader",
            "GlobalBatchSampler", "check_image_folder", "balanced_subset", "DataBundle",
-           "build_data", "build_test_data", "build_standin"]
+           "build_data", "build_test_data", "build_standin", "num_classes"]

@@ -12,7 +12,23 @@ from .common import DatasetError, ImageTensors
 from .imagenet import EpochSeededLoader, build_imagefolder_loader
 from .tensor_batches import TensorBatches, balanced_subset
 
-__all__ = ["DataBundle", "build_data", "build_test_data"]
+__all__ = ["DataBundle", "build_data", "build_test_data", "num_classes"]
+
+#: Classes of the paper's datasets (ImageNet: ILSVRC-2012's 1000).
+DATASET_CLASSES = {"cifar10": 10, "imagenet": 1000}
+
+
+def num_classes(data_cfg: dict, *, count_folder: bool = True) -> int:
+    """The classes of the dataset a config's ``data`` section names: the synthetic set's
+    own count, CIFAR-10's 10, and for an ImageNet-layout folder the class folders under
+    ``data.root`` (a stand-in has fewer than 1000).  ``count_folder=False`` gives
+    ImageNet's 1000 without reading any data (benchmarks and cost plans need none)."""
+    if data_cfg["dataset"] == "synthetic":
+        return data_cfg["synthetic"]["num_classes"]
+    if data_cfg["dataset"] == "imagenet" and count_folder:
+        from .common import check_image_folder
+        return len(check_image_folder(Path(data_cfg["root"]).expanduser()))
+    return DATASET_CLASSES[data_cfg["dataset"]]
 
 
 @dataclass
