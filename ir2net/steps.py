@@ -7,6 +7,7 @@ steps (:mod:`ir2net.training`).
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import NamedTuple, Optional
 
 import torch
@@ -17,7 +18,7 @@ from .compilation import CompiledOrEager
 from .restriction import InformationRestriction
 
 __all__ = ["distillation_loss", "autocast", "StepOutput", "TrainForward", "TrainStep",
-           "CudaGraphStep", "build_step"]
+           "CudaGraphStep", "build_step", "repeated_pass_skippable"]
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -46,19 +47,47 @@ class TrainForward(nn.Module):
     """The forward passes of one training step as one module, so that data-parallel
     training (DistributedDataParallel) sees one forward per step: the original images and,
     with IRes (Algorithm 1), the images masked by the network's own attention.  Returns the
-    logits of both passes and the fraction of input pixels the mask removed."""
+    logits of both passes and the fraction of input pixels the mask removed.
 
-    def __init__(self, model: nn.Module, restriction: Optional[InformationRestriction] = None):
+    ``skip_repeated_pass`` (see :func:`repeated_pass_skippable`): when the mask keeps every
+    pixel, the masked pass would repeat the first one bit for bit, so its logits are the
+    first pass's and only its side effect is run (without a graph): BatchNorm's running
+    statistics see the batch a second time.  With ``mu = 1/2`` Eq. 10's gradient is then
+    exactly the first pass's, halved twice and summed (exact in floating point), so the
+    step ends in the same bits with one backward pass instead of two (tests check it)."""
+
+    def __init__(self, model: nn.Module, restriction: Optional[InformationRestriction] = None,
+                 skip_repeated_pass: bool = False):
         super().__init__()
         self.model = model
         self.restriction = restriction
+        self.skip_repeated_pass = skip_repeated_pass
+        self.repeated_passes_skipped = 0
 
     def forward(self, images: torch.Tensor):
         if self.restriction is None:
             return self.model(images), None, None
         logits, attention_source = self.model(images, return_attention_source=True)
         masked, removed = self.restriction.restrict(images, attention_source)
+        if self.skip_repeated_pass and torch.equal(masked, images):
+            with torch.no_grad():
+                self.model(masked)
+            self.repeated_passes_skipped += 1
+            return logits, logits, removed
         return logits, self.model(masked), removed
+
+
+def repeated_pass_skippable(model: nn.Module, restriction: Optional[InformationRestriction],
+                            distributed: bool) -> bool:
+    """Whether :class:`TrainForward` may skip the backward pass of a masked pass that repeats
+    the original one: Eq. 10 with ``mu = 1/2`` (every experiment of the paper), a model whose
+    forward is deterministic (no dropout), one process, and a CPU, where checking the mask
+    costs no host synchronisation.  ``IR2NET_SKIP_REPEATED_PASS=0`` always runs both passes
+    with gradients, as Algorithm 1 is written."""
+    return (restriction is not None and restriction.mu == 0.5 and not distributed
+            and next(model.parameters()).device.type == "cpu"
+            and not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+            and os.environ.get("IR2NET_SKIP_REPEATED_PASS", "1") != "0")
 
 
 class TrainStep:
@@ -80,7 +109,8 @@ class TrainStep:
         self.label_smoothing = label_smoothing
         self.mixed_precision = mixed_precision
         self.autocast_cache = True  # CUDA-graph capture turns the weight-cast cache off
-        self.forward = TrainForward(model, restriction)
+        self.forward = TrainForward(model, restriction,
+                                    repeated_pass_skippable(model, restriction, distributed))
         if distributed:
             from torch.nn.parallel import DistributedDataParallel
             device = next(model.parameters()).device

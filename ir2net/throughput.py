@@ -57,6 +57,9 @@ def _step_and_batch(config: dict, device: torch.device, batch_size: int):
                             classes, device)
     optimizer = build_optimizer(model, train_cfg)
     step = build_train_step(config, model, optimizer, build_restriction(config), teacher, device)
+    # Both IRes passes differentiated, whatever the mask keeps: a price must not depend on
+    # what random weights make of random images (the shortcut only ever makes a step cheaper).
+    step.forward.skip_repeated_pass = False
     size = config["data"]["image_size"]
     images = torch.randn(batch_size, 3, size, size, device=device)
     if train_cfg["channels_last"]:

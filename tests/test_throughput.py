@@ -105,3 +105,14 @@ def test_a_missing_or_invalid_profile_is_refused_clearly(tmp_path, capsys):
         broken.write_text(text)
         assert main(["bench", "--profile", str(broken), "--device", "cpu"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_timed_steps_differentiate_both_ires_passes():
+    """Benchmarks and prices do not depend on whether random weights' masks keep every pixel."""
+    import torch
+
+    from ir2net.throughput import _step_and_batch
+
+    step, _, _ = _step_and_batch(load_config("cifar10_resnet20_bireal", ["data.root=x"]),
+                                 torch.device("cpu"), 8)
+    assert step.forward.restriction is not None and step.forward.skip_repeated_pass is False

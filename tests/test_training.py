@@ -200,3 +200,73 @@ def test_a_mixed_precision_run_records_its_precision(tmp_path):
     assert metrics["status"] == "complete" and 0 <= metrics["final"]["top1"] <= 100
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["train"]["mixed_precision"] == "bfloat16"
+
+
+def _ires_step(config, *, skip: bool, monkeypatch):
+    """The step ``ir2net train`` builds for ``config``, with the shortcut for a repeated
+    masked pass allowed or (``IR2NET_SKIP_REPEATED_PASS=0``) not."""
+    from ir2net.training import (build_model, build_optimizer, build_restriction,
+                                 build_teacher, build_train_step)
+    monkeypatch.setenv("IR2NET_SKIP_REPEATED_PASS", "1" if skip else "0")
+    torch.manual_seed(0)
+    model = build_model(config, 10)
+    if config["train"]["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    teacher = build_teacher({**config, "train": {**config["train"], "teacher_weights": None}},
+                            10, torch.device("cpu"))
+    step = build_train_step(config, model, build_optimizer(model, config["train"]),
+                            build_restriction(config), teacher, torch.device("cpu"))
+    return step, model
+
+
+def _train_steps(step, model, config, steps=3):
+    gen = torch.Generator().manual_seed(1)
+    size, batch = config["data"]["image_size"], 16
+    outputs = []
+    for _ in range(steps):
+        images = torch.randn(batch, 3, size, size, generator=gen)
+        if config["train"]["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
+        outputs.append(step(images, torch.randint(0, 10, (batch,), generator=gen)))
+    return outputs
+
+
+@pytest.mark.parametrize("recipe,extra", [
+    ("cifar10_resnet20_bireal", []),
+    ("cifar10_resnet20_bireal", ["model.binary_dtype=bfloat16", "train.channels_last=true"]),
+    ("cifar10_resnet20_bireal", ["train.mixed_precision=bfloat16"]),
+    ("imagenet_stage1", ["data.image_size=32", "train.teacher_weights=null"]),
+], ids=["float32", "bf16-binary-convs", "mixed-bf16", "imagenet-teacher-adam"])
+def test_a_masked_pass_that_repeats_the_first_is_skipped_to_the_same_bits(
+        recipe, extra, monkeypatch):
+    """When the IRes mask keeps every pixel (a lambda far below any attention), the step
+    without the repeated pass's backward ends in exactly the bits of Algorithm 1 as written:
+    losses, logits, weights, BatchNorm statistics and optimiser state."""
+    config = load_config(recipe, ["data.root=x", "ires.lam=1e-6", *extra])
+    ends = []
+    for skip in (True, False):
+        step, model = _ires_step(config, skip=skip, monkeypatch=monkeypatch)
+        outputs = _train_steps(step, model, config)
+        assert step.forward.repeated_passes_skipped == (3 if skip else 0)
+        assert all(float(output.removed_fraction) == 0.0 for output in outputs)
+        ends.append((outputs, model.state_dict(), step.optimizer.state_dict()["state"]))
+    (skipped, weights, optimiser), (literal, literal_weights, literal_optimiser) = ends
+    for a, b in zip(skipped, literal):
+        assert torch.equal(a.loss, b.loss) and torch.equal(a.logits, b.logits)
+    assert weights.keys() == literal_weights.keys()
+    assert all(torch.equal(weights[k], literal_weights[k]) for k in weights)
+    for index, state in optimiser.items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(literal_optimiser[index][key]))
+
+
+def test_a_mask_that_removes_pixels_or_another_mu_keeps_both_passes(monkeypatch):
+    config = load_config("cifar10_resnet20_bireal", ["data.root=x", "ires.lam=0.9"])
+    step, model = _ires_step(config, skip=True, monkeypatch=monkeypatch)
+    outputs = _train_steps(step, model, config, steps=1)
+    assert float(outputs[0].removed_fraction) > 0 and step.forward.repeated_passes_skipped == 0
+    # mu != 1/2: the two halves of Eq. 10's gradient are not one number doubled
+    config = load_config("cifar10_resnet20_bireal", ["data.root=x", "ires.lam=1e-6", "ires.mu=0.3"])
+    step, model = _ires_step(config, skip=True, monkeypatch=monkeypatch)
+    _train_steps(step, model, config, steps=1)
+    assert not step.forward.skip_repeated_pass and step.forward.repeated_passes_skipped == 0
