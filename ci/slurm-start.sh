@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start a real single-node SLURM on this machine for tests/test_slurm.py: Debian's slurmctld,
 # slurmd and munge, two stand-in GPUs (gres backed by /dev/zero and /dev/full) so that GPU
-# requests schedule.  Needs root.  Stop it with ci/slurm-stop.sh.
+# requests schedule, split into 8 shards (4 per GPU) for jobs that share a GPU.  Needs root.  Stop it with ci/slurm-stop.sh.
 set -euo pipefail
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null && [ ! -x /usr/sbin/munged ]; then
   apt-get update -qq
@@ -41,14 +41,15 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MinJobAge=600
 DefMemPerCPU=1000
-GresTypes=gpu
-NodeName=$node CPUs=$cpus RealMemory=$memory Gres=gpu:2 State=UNKNOWN
+GresTypes=gpu,shard
+NodeName=$node CPUs=$cpus RealMemory=$memory Gres=gpu:2,shard:8 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 cat > /etc/slurm/gres.conf <<CONF
 AutoDetect=off
 NodeName=$node Name=gpu File=/dev/zero
 NodeName=$node Name=gpu File=/dev/full
+NodeName=$node Name=shard Count=8
 CONF
 for daemon in slurmctld slurmd; do
   pidfile=/run/$daemon.pid
@@ -61,7 +62,7 @@ done
 for _ in $(seq 60); do
   state=$(sinfo -h -o %t 2>/dev/null || true)
   if [ "$state" = "idle" ]; then
-    echo "SLURM is up: node $node, $cpus CPUs, ${memory} MiB, 2 stand-in GPUs"
+    echo "SLURM is up: node $node, $cpus CPUs, ${memory} MiB, 2 stand-in GPUs (8 shards)"
     exit 0
   fi
   sleep 1

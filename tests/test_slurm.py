@@ -30,7 +30,9 @@ def slurm_jobs() -> list[tuple[str, str, str]]:
     return [tuple(line.split("|", 2)) for line in out.stdout.splitlines() if line.strip()]
 
 
-def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
+def slurm_test_copy(tmp_path) -> Path:
+    """A copy of the repository with the SLURM profile sized for this one-node test cluster
+    (as workflow/profiles/slurm-test)."""
     work = tmp_path / "work"
     shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(
         ".venv", "output", "runs", "logs", ".snakemake", "data", "__pycache__", ".git"))
@@ -48,6 +50,11 @@ def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
     slurm_profile["set-resources"]["train_imagenet"].update({"mem_mb": 3000, "runtime": 30})
     slurm_profile["set-threads"]["train"] = 1
     (profile / "config.yaml").write_text(yaml.safe_dump(slurm_profile))
+    return work
+
+
+def test_smoke_dag_on_slurm_survives_a_cancelled_training_job(tmp_path):
+    work = slurm_test_copy(tmp_path)
     # one run long enough to be cancelled in the middle (a checkpoint every step)
     smoke = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
     for group in ("cifar10_resnet20_irnet", "cifar10_resnet18"):  # long enough to interrupt
@@ -133,3 +140,44 @@ def test_a_training_job_at_its_time_budget_requeues_itself_and_finishes(tmp_path
     assert budget_stops and metrics["segments"][-1]["ended_by"] == "complete"
     assert f"SLURM job {job} requeued" in log
     assert metrics["steps"] == 3 * (256 // 16)
+
+
+def test_small_runs_share_one_gpu_through_slurm_shards(tmp_path):
+    """`cluster.cifar_gres: shard:1`: two CIFAR-10 training jobs of the smoke DAG each ask
+    SLURM for one GPU shard, run at the same time on the same (stand-in) GPU, and finish."""
+    work = slurm_test_copy(tmp_path)
+    smoke = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
+    smoke["cluster"] = {"cifar_gres": "shard:1"}
+    smoke["schedules"]["cifar10_resnet20_bireal"] = {"train.epochs": 4, "train.batch_size": 8}
+    (work / "config" / "smoke.yaml").write_text(yaml.safe_dump(smoke))
+    runs = ["cifar10-resnet20_bireal-bin-norec-nores-s0", "cifar10-resnet20_bireal-fp-norec-nores-s0"]
+    targets = [f"output/smoke/runs/{run}/metrics.json" for run in runs]
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
+    log_path = tmp_path / "snakemake.log"
+    with log_path.open("w") as log_file:
+        dag = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile",
+                                "workflow/profiles/slurm-test", *targets], cwd=work, env=env,
+                               stdout=log_file, stderr=subprocess.STDOUT, text=True)
+        together, started = set(), time.time()
+        while dag.poll() is None and time.time() - started < 900:
+            running = {}
+            for job_id, state, comment in slurm_jobs():
+                if "rule_train" in comment and state == "RUNNING":
+                    detail = subprocess.run(["scontrol", "show", "job", "-d", job_id],
+                                            capture_output=True, text=True).stdout
+                    running[job_id] = detail
+            if len(running) == 2:
+                details = list(running.values())
+                assert all("gres/shard=1" in d or "shard:1" in d for d in details), details
+                assert not any("gres/gpu" in d.split("TRES=")[1].split()[0] for d in details)
+                together.add(tuple(sorted(running)))
+            time.sleep(0.5)
+        if dag.poll() is None:
+            dag.kill()
+        dag.wait(timeout=60)
+    output = log_path.read_text()
+    assert dag.returncode == 0, output[-5000:]
+    assert together, "the two shard jobs never ran at the same time"
+    for run in runs:
+        metrics = json.loads((work / "output/smoke/runs" / run / "metrics.json").read_text())
+        assert metrics["status"] == "complete", run

@@ -311,6 +311,28 @@ def test_on_a_cluster_the_imagenet_jobs_ask_for_a_node_of_gpus(tmp_path):
         assert "gpu=1" in job and "srun" not in job.split("Shell command:")[1]
 
 
+def test_small_runs_can_share_a_gpu(tmp_path):
+    """On a cluster, `cluster.cifar_gres` makes each CIFAR-10 job ask SLURM for a GPU shard
+    instead of a whole GPU (ImageNet jobs keep their node of GPUs); on one machine,
+    `runs_per_gpu` with `--resources gpu_slots=N` lets N small runs share the GPU and gives
+    an ImageNet job all of it."""
+    result = snakemake("-n", "--forceall", "--profile", "workflow/profiles/slurm", "--configfiles",
+                       "config/smoke.yaml", overrides(tmp_path, {"cluster": {"cifar_gres": "shard:1"}}))
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = result.stdout.split("rule ")[1:]
+    cifar = [job.split("Shell command:")[0] for job in jobs if job.startswith("train:")]
+    imagenet = [job for job in jobs if job.startswith("train_imagenet:")]
+    assert cifar and all("gres=shard:1" in job and "gpu=" not in job for job in cifar)
+    assert imagenet and all("gpu=8, tasks=8" in job for job in imagenet)
+
+    result = snakemake("-n", "--forceall", "--cores", "2", "--configfile", "config/smoke.yaml",
+                       "--config", "runs_per_gpu=4", "--resources", "gpu_slots=4")
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = result.stdout.split("rule ")[1:]
+    assert all("gpu_slots=1," in job for job in jobs if job.startswith("train:"))
+    assert all("gpu_slots=4," in job for job in jobs if job.startswith("train_imagenet:"))
+
+
 def test_the_cost_plan_of_the_paper_profile(capsys):
     """`ir2net plan`: every job of the paper profile with its images x epochs, GPU-hours per
     table and in total; the ResNet-20 IR²Net jobs at the measured H100 step (the compiled

@@ -77,6 +77,21 @@ def one_of(names):
     return "|".join(re.escape(name) for name in names) or "^$"
 
 
+def gpu_resources(imagenet):
+    """What a training job asks of the GPUs.  On a cluster: an ImageNet job
+    `cluster.imagenet_gpus` GPUs of one node, one srun task each (data-parallel); a CIFAR-10
+    job one GPU, or the GRES `cluster.cifar_gres` (a GPU shard, an MPS share) so that SLURM
+    packs several on one GPU.  On one machine every job sees the same GPU: `gpu_slots`, which
+    `--resources gpu_slots=N` caps, one per CIFAR-10 job and `runs_per_gpu` per ImageNet job."""
+    if not config["on_cluster"]:
+        return {"gpu_slots": config["runs_per_gpu"] if imagenet else 1}
+    if imagenet:
+        return {"gpu": CLUSTER["imagenet_gpus"], "tasks": CLUSTER["imagenet_gpus"],
+                "tasks_per_gpu": 1, "nodes": 1, "cpus_per_task": CLUSTER["cpus_per_gpu"],
+                "mpi": CLUSTER["launcher"]}
+    return {"gres": CLUSTER["cifar_gres"]} if CLUSTER["cifar_gres"] else {"gpu": 1}
+
+
 def launcher(wildcards, resources):
     """How a training job starts: an ImageNet job on a cluster as one task per GPU (each
     reads its rank from SLURM's environment: data-parallel training), with the input

@@ -28,7 +28,7 @@ rule imagenet_standin:
         " > {log} 2>&1"
 
 
-# CIFAR-10 runs: one process (one GPU or less on a cluster).
+# CIFAR-10 runs: one process (one GPU, or a share of one: gpu_resources).
 rule train:
     input:
         unpack(train_inputs),
@@ -48,6 +48,7 @@ rule train:
     threads: config["threads"]
     resources:
         mem_mb=8000,
+        **gpu_resources(imagenet=False),
     conda:
         "../envs/ir2net.yaml"
     shell:
@@ -64,7 +65,4 @@ use rule train as train_imagenet with:
         model=f"{RUNS_DIR}/{{run,{one_of(IMAGENET_RUNS)}}}/model.pt",
     resources:
         mem_mb=8000,
-        **({"gpu": CLUSTER["imagenet_gpus"], "tasks": CLUSTER["imagenet_gpus"],
-            "tasks_per_gpu": 1, "nodes": 1, "cpus_per_task": CLUSTER["cpus_per_gpu"],
-            "mpi": CLUSTER["launcher"]}
-           if config["on_cluster"] else {}),
+        **gpu_resources(imagenet=True),
