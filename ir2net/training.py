@@ -418,6 +418,7 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
 
     last_eval = state.history[-1].get("test") if state.history else None
+    whole_epoch_seconds = []  # epochs this segment trained from their start: its own pace
     for epoch in range(state.epoch, epochs):
         if max_steps is not None and state.step >= max_steps:
             break
@@ -442,6 +443,8 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
                             progress_state["images"], ended_by=f"stopped by {stop.reason}")
             raise TrainingStopped(stop.reason, segment.position(epoch, progress_state),
                                   progress_state["step"], out_dir)
+        if resume is None:
+            whole_epoch_seconds.append(seconds)
         state.partial = None
         state.train_seconds += seconds
         state.images_seen += stats["images"]
@@ -463,8 +466,9 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
         state.history.append(record)
         state.epoch = epoch + 1
         if config["progress"] and context.is_main:
-            tqdm.write(_epoch_line(record, epochs, state.best, stats["images"] / seconds,
-                                   state.train_seconds / max(len(state.history), 1)),
+            pace = (sum(whole_epoch_seconds) / len(whole_epoch_seconds) if whole_epoch_seconds
+                    else state.train_seconds / max(len(state.history), 1))
+            tqdm.write(_epoch_line(record, epochs, state.best, stats["images"] / seconds, pace),
                        file=sys.stdout)
             sys.stdout.flush()
         if not finished and context.any(stop(), device):
