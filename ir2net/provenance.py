@@ -15,18 +15,22 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> dict:
-    """The commit of the checkout the package runs from, and whether it had local changes."""
+    """The commit of the checkout the package runs from, and whether it had local changes.
+    A copy without its ``.git`` (a working tree sent to a lent GPU machine) names its commit
+    in ``IR2NET_COMMIT``."""
+    unknown = {"commit": os.environ.get("IR2NET_COMMIT") or None, "dirty": None}
+
     def git(*args):
         return subprocess.run(["git", "-C", str(_PACKAGE_ROOT), *args], capture_output=True,
                               text=True, timeout=10)
     try:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
-            return {"commit": None, "dirty": None}
+            return unknown
         status = git("status", "--porcelain", "--untracked-files=no")
         return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        return unknown
 
 
 def package_versions() -> dict:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the project needs from one GPU, in order of value, inside one time budget:
 #   0. the CUDA-only tests (tests/test_gpu.py)
-#   1. advance the published-schedule runs (results/longruns/)
+#   1. advance the published-schedule runs (results/longruns/), side by side: one process per
+#      run, since one ResNet-20 run at batch 128 leaves most of a large GPU idle
 #   2. time every distinct training step of the paper profile (the cost plan's figures)
 #   3. k concurrent ResNet-20 IR²Net runs sharing the GPU (1, 2, 4, 8; and under MPS)
 #   4. a short data-parallel run through torchrun (NCCL, one rank per GPU)
@@ -13,7 +14,8 @@
 # Usage (repository root; ir2net installed, or its requirements importable):
 #   bash scripts/gpu-session.sh [CIFAR10]      CIFAR10: the dataset (default: plan.yaml's)
 # Budgets in seconds (environment): BUDGET_S (all, default 540), LONGRUN_S (default 180),
-# SHARING_SECONDS (timed window per run, default 10).
+# SHARING_SECONDS (timed window per run, default 10). LONGRUNS_FIRST=1 advances the long runs
+# before the GPU tests (a session that only has time for them).
 #
 # On a bare GPU machine whose python3 has PyTorch but not this package's other requirements
 # (e.g. a lent device): bring CIFAR-10 and jsonschema's wheels inside the repository, in
@@ -49,8 +51,35 @@ step() {  # step NAME NEEDED_S: run the rest of the line only if NEEDED_S second
   timeout --kill-after=60 "$(left)" "$@"; echo "gpu-session: $name exited $? at ${SECONDS}s"
 }
 
+ddp_data=${DATA:-$(cd results/longruns && realpath -m "$(sed -n 's/^data_root: *\([^ ]*\).*/\1/p' plan.yaml)")}
+longruns() {  # every unfinished run of the most urgent priority, each in its own process
+  local ids pids=() pid id rc status=0
+  ids=$($PY -c "from ir2net.longruns import load_plan, select
+print(' '.join(run.run_id for run in select(load_plan(), [])))") || return 1
+  [ -n "$ids" ] || { echo "gpu-session: every long run is complete"; return 0; }
+  # unpack and decode CIFAR-10 into the cache once, before the runs read it side by side
+  $PY -c "import sys; from ir2net.data.cifar10 import load_small_split
+for split in ('train', 'test'):
+    load_small_split({'dataset': 'cifar10', 'root': sys.argv[1], 'cache_dir': None, 'download': False}, split)" \
+    "$ddp_data" || return 1
+  for id in $ids; do
+    $PY -m ir2net.cli longrun continue "$id" --stop-after "${LONGRUN_S}s" \
+      --data-root "$ddp_data" > "results/longruns/$id.gpu.log" 2>&1 &
+    pids+=($!)
+  done
+  # timeout signals the whole process group; wait on until every run has checkpointed
+  trap : TERM
+  for pid in "${pids[@]}"; do
+    while :; do wait "$pid"; rc=$?; kill -0 "$pid" 2>/dev/null || break; done
+    [ "$rc" -eq 0 ] || status=$rc
+  done
+  for id in $ids; do tail -c 600 "results/longruns/$id.gpu.log"; echo; done
+  return "$status"
+}
+export -f longruns; export PY LONGRUN_S ddp_data
+[ "${LONGRUNS_FIRST:-0}" = 1 ] && step "long runs" 60 bash -c longruns
 step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
-step "long runs" 60 $PY -m ir2net.cli longrun continue --stop-after "${LONGRUN_S}s" ${DATA:+--data-root "$DATA"}
+[ "${LONGRUNS_FIRST:-0}" = 1 ] || step "long runs" 60 bash -c longruns
 # The eager CUDA-graph step (no torch.compile): 21 distinct steps compile too slowly for one
 # budget; the plan takes the fastest record per step, so a compiled record can follow later.
 step "step benchmarks" 120 $PY -m ir2net.cli bench --profile config/paper.yaml --out "results/bench/steps/$GPU" \
@@ -59,7 +88,6 @@ step "GPU sharing" 120 bash -c "$PY -m ir2net.cli bench-sharing --runs 1,2,4,8 \
   --seconds ${SHARING_SECONDS:-10} --set train.compile=false --json \
   > results/bench/sharing_$GPU.json.tmp && mv results/bench/sharing_$GPU.json.tmp \
   results/bench/sharing_$GPU.json"
-ddp_data=${DATA:-$(cd results/longruns && realpath -m "$(sed -n 's/^data_root: *\([^ ]*\).*/\1/p' plan.yaml)")}
 step "torchrun (NCCL)" 45 $PY -m torch.distributed.run --standalone --nproc_per_node "$GPUS" \
   -m ir2net.cli train --config cifar10_resnet20_bireal --out "/tmp/ddp-$GPU" --no-progress \
   --set data.root="$ddp_data" --set train.epochs=1 --set train.max_steps=100
