@@ -16,9 +16,12 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 def git_commit() -> dict:
     """The commit of the checkout the package runs from, and whether it had local changes.
-    A copy without its ``.git`` (a working tree sent to a lent GPU machine) names its commit
-    in ``IR2NET_COMMIT``."""
-    unknown = {"commit": os.environ.get("IR2NET_COMMIT") or None, "dirty": None}
+    ``IR2NET_COMMIT``, when set, names it instead: a copy of a working tree (one sent to a lent
+    GPU machine) may have no ``.git`` or, seen once, a stale one whose HEAD is an older commit."""
+    named = os.environ.get("IR2NET_COMMIT")
+    if named:
+        return {"commit": named, "dirty": None}
+    unknown = {"commit": None, "dirty": None}
 
     def git(*args):
         return subprocess.run(["git", "-C", str(_PACKAGE_ROOT), *args], capture_output=True,

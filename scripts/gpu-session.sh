@@ -24,7 +24,9 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --platform manylinux_2_17_x86_64 -d .whl jsonschema jsonschema-specifications referencing rpds-py
 #   (there) pip install --no-index --no-deps --target /tmp/site .whl/*.whl
-#           PYTHONPATH=/tmp/site bash scripts/gpu-session.sh .data/cifar10-jpeg.tar.gz
+#           PYTHONPATH=/tmp/site IR2NET_COMMIT=<commit> bash scripts/gpu-session.sh .data/cifar10-jpeg.tar.gz
+# IR2NET_COMMIT: the commit the copy was sent from (its run records name it; a copied .git
+# can be stale). A completed long run's record lands in results/records/paper, also archived.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-}
@@ -33,6 +35,7 @@ BUDGET_S=${BUDGET_S:-540}
 LONGRUN_S=${LONGRUN_S:-180}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 LOG=$(mktemp)
+STARTED=$(date -u +%Y%m%dT%H%MZ)
 exec > >(tee "$LOG") 2>&1
 
 GPU=$($PY -c "import torch; print(torch.cuda.get_device_name(0).split()[1].lower())") || {
@@ -64,7 +67,7 @@ for split in ('train', 'test'):
     "$ddp_data" || return 1
   for id in $ids; do
     $PY -m ir2net.cli longrun continue "$id" --stop-after "${LONGRUN_S}s" \
-      --data-root "$ddp_data" > "results/longruns/$id.gpu.log" 2>&1 &
+      --data-root "$ddp_data" > "$RUNLOGS/longrun-$id.log" 2>&1 &
     pids+=($!)
   done
   # timeout signals the whole process group; wait on until every run has checkpointed
@@ -73,10 +76,11 @@ for split in ('train', 'test'):
     while :; do wait "$pid"; rc=$?; kill -0 "$pid" 2>/dev/null || break; done
     [ "$rc" -eq 0 ] || status=$rc
   done
-  for id in $ids; do tail -c 600 "results/longruns/$id.gpu.log"; echo; done
+  for id in $ids; do tail -c 600 "$RUNLOGS/longrun-$id.log"; echo; done
   return "$status"
 }
-export -f longruns; export PY LONGRUN_S ddp_data
+RUNLOGS=${OUT:-$(mktemp -d)}  # each run's own log (with $OUT, they come back)
+export -f longruns; export PY LONGRUN_S ddp_data RUNLOGS
 [ "${LONGRUNS_FIRST:-0}" = 1 ] && step "long runs" 60 bash -c longruns
 step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 [ "${LONGRUNS_FIRST:-0}" = 1 ] || step "long runs" 60 bash -c longruns
@@ -94,7 +98,8 @@ step "torchrun (NCCL)" 45 $PY -m torch.distributed.run --standalone --nproc_per_
 
 echo "gpu-session: done at ${SECONDS}s"
 if [ -n "${OUT:-}" ]; then
-  cp "$LOG" results/bench/gpu-session-$GPU.log
+  cp "$LOG" "results/bench/gpu-session-$GPU-$STARTED.log"
   [ -f "/tmp/ddp-$GPU/metrics.json" ] && cp "/tmp/ddp-$GPU/metrics.json" "results/bench/ddp_$GPU.json"
-  tar czf "$OUT/gpu-session.tgz" results/longruns results/bench
+  tar czf "$OUT/gpu-session.tgz" results/longruns results/bench \
+    $(ls -d results/records/paper 2>/dev/null)
 fi

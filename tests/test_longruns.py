@@ -173,3 +173,19 @@ def test_a_committed_long_run_still_resumes_with_this_code(folder):
     assert config_digest(started) == state["config_digest"]
     plan = load_plan(folder.parent)
     assert config_digest(planned_config(plan, plan.get(folder.name))) == state["config_digest"]
+
+
+def test_segments_name_the_commit_a_copied_tree_was_sent_from(monkeypatch):
+    """A working tree sent to a lent GPU machine arrived once with a stale .git (HEAD an older
+    commit): IR2NET_COMMIT, when set, is what the records name; otherwise git's HEAD."""
+    import subprocess
+
+    from ir2net import provenance
+
+    monkeypatch.setenv("IR2NET_COMMIT", "9a9337a9c6d9")
+    assert provenance.git_commit() == {"commit": "9a9337a9c6d9", "dirty": None}
+    monkeypatch.delenv("IR2NET_COMMIT")
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode == 0:
+        assert provenance.git_commit()["commit"] == head.stdout.strip()
