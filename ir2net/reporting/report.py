@@ -80,7 +80,10 @@ def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: s
              "with *best*.", ""]
     if (tables_dir / "published.md").is_file():
         lines += ["The first table is not this profile's: it shows the runs at the paper's own "
-                  "schedule kept in `results/longruns/`, with how far each has trained.", ""]
+                  "schedule kept in `results/longruns/`, with how far each has trained. They "
+                  "train on the CIFAR-10 copy that `results/longruns/plan.yaml` names; "
+                  "`results/longruns/README.md` says which copy trained the committed runs and "
+                  "what is known of their gap to the paper.", ""]
     for name in TABLE_NAMES:
         if (tables_dir / f"{name}.md").is_file():
             lines += [f"## {CAPTIONS[name]}", "", (tables_dir / f"{name}.md").read_text(), ""]
