@@ -18,7 +18,8 @@ from .compilation import CompiledOrEager
 from .restriction import InformationRestriction
 
 __all__ = ["distillation_loss", "autocast", "StepOutput", "TrainForward", "TrainStep",
-           "CudaGraphStep", "build_step", "repeated_pass_skippable"]
+           "CudaGraphStep", "build_step", "repeated_pass_skippable", "describe_step",
+           "eager_model", "check_fast_step"]
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -243,3 +244,106 @@ def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
             and not distributed):
         return CudaGraphStep(step)
     return step
+
+
+# ----------------------------------------------------------------------------- checking a fast step
+def _inner(step) -> TrainStep:
+    return step.step if isinstance(step, CudaGraphStep) else step
+
+
+def eager_model(step) -> nn.Module:
+    """The plain model a step trains (inside any ``torch.compile`` wrapper)."""
+    model = _inner(step).model
+    return model.eager if isinstance(model, _CompileFallback) else model
+
+
+def describe_step(step) -> str:
+    """How a step runs, for the run's record: ``eager``, ``CUDA graph``, ``compiled``..."""
+    parts = ["CUDA graph"] if isinstance(step, CudaGraphStep) else []
+    if isinstance(_inner(step).model, _CompileFallback):
+        parts.append("compiled")
+    return ", ".join(parts) or "eager"
+
+
+def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer):
+    tensors = list(model.state_dict().values())  # views of the live parameters and buffers
+    return (tensors, [t.detach().clone() for t in tensors],
+            {param: {key: value.detach().clone() if torch.is_tensor(value) else value
+                     for key, value in state.items()}
+             for param, state in optimizer.state.items()})
+
+
+@torch.no_grad()
+def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, snapshot) -> None:
+    """Back to ``snapshot`` in place: a captured CUDA graph keeps the addresses it holds.
+    Optimiser state created since is zeroed, which is what a first step starts from (SGD's
+    momentum, Adam's moments and step count)."""
+    tensors, values, optimizer_state = snapshot
+    for tensor, value in zip(tensors, values):
+        tensor.copy_(value)
+    for param, state in optimizer.state.items():
+        saved = optimizer_state.get(param, {})
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                value.copy_(saved[key]) if key in saved else value.zero_()
+            elif key in saved:
+                state[key] = saved[key]
+
+
+def check_fast_step(step, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor],
+                    *, steps: int = 3, tolerance: float = 0.1) -> Optional[str]:
+    """Whether a fast step (a CUDA graph, ``torch.compile``) updates the weights as the plain
+    eager step does.  Both run ``steps`` steps on ``batch`` from the same state (the last at
+    half the learning rate, which makes a CUDA graph recapture), which is then restored; returns ``None`` when every parameter's update agrees within ``tolerance``
+    (relative norm of the difference), else which parameters disagree and by how much.
+
+    Why: on an H100, the compiled CUDA-graph step with bfloat16 binary convolutions left the
+    latent weights of every binary convolution without their gradient for 157 epochs (only
+    weight decay moved them) while the rest of the network trained; nothing failed, the loss
+    even fell.  Kernels and compilers differ from the CPU's, so the check runs where the
+    fast step does."""
+    model = eager_model(step)
+    inner = _inner(step)
+    reference = TrainStep(model, optimizer, restriction=inner.restriction, teacher=inner.teacher,
+                          label_smoothing=inner.label_smoothing,
+                          mixed_precision=inner.mixed_precision)
+    reference.forward.skip_repeated_pass = False
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    snapshot = _snapshot(model, optimizer)
+    start = [p.detach().clone() for _, p in params]
+    rates = [group["lr"] for group in optimizer.param_groups]
+    first, last = {}, {}
+    try:
+        for label, candidate in (("fast", step), ("eager", reference)):
+            for number in range(steps):
+                if number == steps - 1 and steps > 1:  # a new rate: a CUDA graph is recaptured
+                    for group, rate in zip(optimizer.param_groups, rates):
+                        group["lr"] = rate / 2
+                candidate(*batch)
+                if number == 0:
+                    first[label] = [p.detach() - p0 for (_, p), p0 in zip(params, start)]
+            last[label] = [p.detach() - p0 for (_, p), p0 in zip(params, start)]
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate
+            _restore(model, optimizer, snapshot)
+    finally:
+        for group, rate in zip(optimizer.param_groups, rates):
+            group["lr"] = rate
+        _restore(model, optimizer, snapshot)
+    # after one step only what the fast step got wrong differs; after several, everything
+    # downstream of it does too
+    for when, updates in (("after one step", first), (f"after {steps} steps", last)):
+        disagree = []
+        for (name, _), fast, eager in zip(params, updates["fast"], updates["eager"]):
+            scale = eager.float().norm()
+            if scale == 0:
+                continue
+            difference = ((fast.float() - eager.float()).norm() / scale).item()
+            if not difference <= tolerance:  # NaN disagrees too
+                disagree.append(f"{name} (update off by {difference:.0%})")
+        if disagree:
+            shown = ", ".join(disagree[:4])
+            if len(disagree) > 4:
+                shown += f" and {len(disagree) - 4} more"
+            return f"{len(disagree)} of {len(params)} parameters {when}: {shown}"
+    return None

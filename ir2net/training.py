@@ -38,7 +38,7 @@ from .restriction import InformationRestriction
 from .runstate import (INTERRUPTED, RESUMABLE_EXIT, RunState, Segment, StopConditions,
                        TrainingError, TrainingStopped, check_same_data, load_checkpoint)
 from .steps import (CudaGraphStep, StepOutput, TrainStep, autocast, build_step,
-                    distillation_loss)
+                    check_fast_step, describe_step, distillation_loss, eager_model)
 
 __all__ = ["TrainingError", "TrainingStopped", "StopConditions", "RunState", "StepOutput",
            "RESUMABLE_EXIT", "resolve_device", "build_model", "build_teacher", "build_optimizer",
@@ -139,6 +139,65 @@ def build_train_step(config: dict, model: nn.Module, optimizer: torch.optim.Opti
                       compile=(device.type == "cuda" if train_cfg["compile"] == "auto"
                                else train_cfg["compile"]),
                       mixed_precision=train_cfg["mixed_precision"], distributed=distributed)
+
+
+class GradientWatch:
+    """Refuses to checkpoint weights that the loss stopped reaching.
+
+    At every checkpoint each trained tensor (of more than one element) that had a gradient in
+    the last step must have had a non-zero one: a whole weight tensor with a gradient of exact
+    zeros is cut off from the loss, never a legitimate state.  A broken fast step on an H100
+    once trained every binary convolution with a zero gradient for 157 epochs (only weight
+    decay moved their latent weights) while the rest of the network trained and the loss
+    fell; nothing else showed it."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self.params = [(name, p) for name, p in model.named_parameters()
+                       if p.requires_grad and id(p) in trained and p.numel() > 1]
+
+    def cut_off(self) -> list[str]:
+        return [name for name, p in self.params if p.grad is not None and not bool(p.grad.any())]
+
+    def check(self, step_note: str) -> None:
+        """Raises :class:`TrainingError` if the last step gave some weights a zero gradient."""
+        names = self.cut_off()
+        if names:
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            raise TrainingError(
+                f"{len(names)} of {len(self.params)} trained weight tensors got a gradient of "
+                f"exact zeros in the last step: {shown}. The training step ({step_note}) does "
+                "not reach them; nothing was checkpointed from it. Rerun with --set "
+                "train.compile=false --set train.cuda_graphs=false, and please report it with "
+                "your PyTorch version and device.")
+
+
+def _checked_step(step_fn, config: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+                  restriction, teacher, device: torch.device, num_classes: int,
+                  context: Distributed):
+    """The step to train with and how it runs (for the segment's record).  A fast step (a
+    CUDA graph, ``torch.compile``) must first update the weights as the eager step does, on a
+    batch of random images (:func:`ir2net.steps.check_fast_step`); one that does not is
+    replaced by the eager step, loudly: slower, but the method's math."""
+    description = describe_step(step_fn)
+    if description == "eager" or context.enabled:
+        return step_fn, description
+    size, batch = config["data"]["image_size"], config["train"]["batch_size"]
+    generator = torch.Generator(device=device).manual_seed(0)
+    images = torch.randn(batch, 3, size, size, device=device, generator=generator)
+    if config["train"]["channels_last"]:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, num_classes, (batch,), device=device, generator=generator)
+    problem = check_fast_step(step_fn, optimizer, (images, labels))
+    if problem is None:
+        return step_fn, f"{description} (checked against the eager step)"
+    print(f"ir2net: WARNING: the fast training step ({description}) does not update the weights "
+          f"as the eager step does: {problem}. Training with the eager step instead (slower, "
+          "same math); please report it, with your PyTorch version and GPU.", file=sys.stderr)
+    eager = build_step(eager_model(step_fn), optimizer, restriction=restriction, teacher=teacher,
+                       label_smoothing=config["train"]["label_smoothing"], cuda_graphs=False,
+                       compile=False, mixed_precision=config["train"]["mixed_precision"])
+    return eager, f"eager (the {description} step failed its check: {problem})"
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -388,6 +447,8 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
         scheduler.load_state_dict(checkpoint["scheduler"])
         state = RunState.from_checkpoint(checkpoint)
     resumed_from = state.epoch if checkpoint is not None else None
+    step_fn, step_note = _checked_step(step_fn, config, model, optimizer, restriction, teacher,
+                                       device, data.num_classes, context)
 
     if len(data.train) == 0:
         raise TrainingError(f"config key 'train.batch_size': {train_cfg['batch_size']} is larger "
@@ -395,6 +456,8 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
                             "on, so no step would run; lower the batch size or use more data")
     epochs, max_steps = train_cfg["epochs"], train_cfg["max_steps"]
     segment = Segment(config, device, state, len(data.train), started, context.world_size)
+    segment.record["train_step"] = step_note
+    gradient_watch = GradientWatch(model, optimizer)
 
     def segment_records(ended_by, epoch, step, partial=None, seconds=0.0, images=0):
         current = segment.update(ended_by, epoch, step, partial,
@@ -405,6 +468,7 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
                         ended_by=INTERRUPTED):
         """Everything a rerun needs to continue exactly here (written atomically, by rank 0:
         the weights and optimiser state are the same on every rank)."""
+        gradient_watch.check(step_note)
         if not context.is_main:
             return
         segments, wall = segment_records(ended_by, epochs_done, step_now, partial, seconds, images)

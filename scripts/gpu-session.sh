@@ -14,8 +14,9 @@
 # Usage (repository root; ir2net installed, or its requirements importable):
 #   bash scripts/gpu-session.sh [CIFAR10]      CIFAR10: the dataset (default: plan.yaml's)
 # Budgets in seconds (environment): BUDGET_S (all, default 540), LONGRUN_S (default 180),
-# SHARING_SECONDS (timed window per run, default 10). LONGRUNS_FIRST=1 advances the long runs
-# before the GPU tests (a session that only has time for them).
+# SHARING_SECONDS (timed window per run, default 10). The GPU tests always come first: among
+# them, the check that the fast steps train what the eager step trains (results/longruns/README.md,
+# "Discarded").
 #
 # On a bare GPU machine whose python3 has PyTorch but not this package's other requirements
 # (e.g. a lent device): bring CIFAR-10 and jsonschema's wheels inside the repository, in
@@ -81,9 +82,8 @@ for split in ('train', 'test'):
 }
 RUNLOGS=${OUT:-$(mktemp -d)}  # each run's own log (with $OUT, they come back)
 export -f longruns; export PY LONGRUN_S ddp_data RUNLOGS
-[ "${LONGRUNS_FIRST:-0}" = 1 ] && step "long runs" 60 bash -c longruns
 step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
-[ "${LONGRUNS_FIRST:-0}" = 1 ] || step "long runs" 60 bash -c longruns
+step "long runs" 60 bash -c longruns
 # The eager CUDA-graph step (no torch.compile): 21 distinct steps compile too slowly for one
 # budget; the plan takes the fastest record per step, so a compiled record can follow later.
 step "step benchmarks" 120 $PY -m ir2net.cli bench --profile config/paper.yaml --out "results/bench/steps/$GPU" \

@@ -80,3 +80,37 @@ def test_a_recipe_step_is_timed_as_train_runs_it_on_the_gpu():
     assert record["train_step"]["ours_step"] == "CudaGraphStep"
     assert record["settings"]["compile"] and record["train_step"]["ours_img_s"] > 0
     assert record["machine"]["gpu"]
+
+
+@pytest.mark.parametrize("run", ["cifar10-resnet20_bireal-bin-norec-nores-s0",
+                                 "cifar10-resnet20_bireal-bin-cirec-lam0.15-s0"])
+@pytest.mark.parametrize("compile", [False, True], ids=["graph", "graph-compiled"])
+def test_the_fast_steps_update_the_weights_as_the_eager_step(run, compile):
+    """The published-schedule runs' own configs (bfloat16 binary convolutions, IRes, CIRec)
+    with the CUDA-graph step, compiled or not: every parameter's update over three steps
+    (one recapture) equals the eager step's, and no weight tensor gets a zero gradient.
+    On 2026-11-26 the compiled CUDA-graph step on an H100 trained no binary convolution
+    (results/longruns/README.md)."""
+    from pathlib import Path
+
+    from ir2net.config import load_config
+    from ir2net.steps import check_fast_step, describe_step
+    from ir2net.training import (GradientWatch, build_model, build_optimizer, build_restriction,
+                                 build_train_step)
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "longruns" / run
+    config = load_config(str(folder / "config.yaml"), ["train.channels_last=false",
+                                                       f"train.compile={str(compile).lower()}"])
+    torch.manual_seed(0)
+    model = build_model(config, 10).cuda()
+    optimizer = build_optimizer(model, config["train"])
+    step = build_train_step(config, model, optimizer, build_restriction(config), None,
+                            torch.device("cuda"))
+    assert describe_step(step) == ("CUDA graph, compiled" if compile else "CUDA graph")
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    images = torch.randn(128, 3, 32, 32, device="cuda", generator=gen)
+    labels = torch.randint(0, 10, (128,), device="cuda", generator=gen)
+    assert check_fast_step(step, optimizer, (images, labels)) is None
+    for _ in range(3):
+        step(images, labels)
+    assert GradientWatch(model, optimizer).cut_off() == []

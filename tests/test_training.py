@@ -6,8 +6,13 @@ import torch
 import yaml
 from PIL import Image
 
+from ir2net.binarize import BinaryConv2d
 from ir2net.cli import main
 from ir2net.config import ConfigError, load_config
+from ir2net.models import create_model
+from ir2net.recovery import RecoverySpec
+from ir2net.restriction import InformationRestriction
+from ir2net.steps import StepOutput, TrainStep, check_fast_step
 from ir2net.training import run
 
 SYNTH = ["data.dataset=synthetic", "data.synthetic.train_size=96", "data.synthetic.test_size=40",
@@ -270,3 +275,100 @@ def test_a_mask_that_removes_pixels_or_another_mu_keeps_both_passes(monkeypatch)
     step, model = _ires_step(config, skip=True, monkeypatch=monkeypatch)
     _train_steps(step, model, config, steps=1)
     assert not step.forward.skip_repeated_pass and step.forward.repeated_passes_skipped == 0
+
+
+# ----------------------------------------------------------------------------- fast-step check
+class FrozenBinaryWeightsStep(TrainStep):
+    """What an H100's compiled CUDA-graph step did: the binary convolutions' latent weights
+    got no gradient, everything else trained."""
+
+    def __call__(self, images, labels):
+        output = self.loss(images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        for module in self.model.modules():
+            if isinstance(module, BinaryConv2d) and module.is_binary:
+                module.weight.grad.zero_()
+        self.optimizer.step()
+        return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction)
+
+
+def _ir2net_step(step_class=TrainStep, seed=0):
+    torch.manual_seed(seed)
+    model = create_model("resnet20_bireal", recovery=RecoverySpec(4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    return step_class(model, optimizer, restriction=InformationRestriction(0.15))
+
+
+def _random_batch(size=16, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(size, 3, 32, 32, generator=gen), torch.randint(0, 10, (size,), generator=gen)
+
+
+def test_the_fast_step_check_finds_binary_weights_left_untrained():
+    step = _ir2net_step(FrozenBinaryWeightsStep)
+    problem = check_fast_step(step, step.optimizer, _random_batch())
+    # the first step's updates differ in exactly ResNet-20's 18 binary convolutions
+    assert problem is not None and problem.startswith("18 of 67 parameters after one step: "), problem
+    assert "layer1.0.conv1.weight (update off by 100%)" in problem
+    assert check_fast_step(_ir2net_step(), _ir2net_step().optimizer, _random_batch()) is None
+
+
+def test_the_fast_step_check_leaves_the_training_state_as_it_found_it():
+    """The check trains, then puts weights, BatchNorm statistics and optimiser state back in
+    place: the next step is the one an unchecked run takes, bit for bit."""
+    batch = _random_batch()
+    checked, unchecked = _ir2net_step(), _ir2net_step()
+    for _ in range(2):  # momentum buffers exist: they are restored, not recreated
+        checked(*batch), unchecked(*batch)
+    buffers = [id(s["momentum_buffer"]) for s in checked.optimizer.state.values()]
+    assert check_fast_step(checked, checked.optimizer, _random_batch(seed=2)) is None
+    assert buffers == [id(s["momentum_buffer"]) for s in checked.optimizer.state.values()]
+    for step in (checked, unchecked):
+        step(*batch)
+    for (name, a), b in zip(checked.model.state_dict().items(),
+                            unchecked.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_fresh_optimizer_checked_then_stepped_equals_one_never_checked():
+    batch = _random_batch()
+    checked, unchecked = _ir2net_step(), _ir2net_step()
+    assert check_fast_step(checked, checked.optimizer, _random_batch(seed=2)) is None
+    checked(*batch), unchecked(*batch)
+    for (name, a), b in zip(checked.model.state_dict().items(),
+                            unchecked.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_fast_step_that_fails_its_check_is_replaced_by_the_eager_one(monkeypatch, capsys):
+    from ir2net import training
+    from ir2net.distributed import from_environment
+
+    monkeypatch.setattr(training, "describe_step", lambda step: "CUDA graph, compiled")
+    config = load_config("cifar10_resnet20_bireal", ["data.root=x", "train.batch_size=16",
+                                                     "train.channels_last=false"])
+    step = _ir2net_step(FrozenBinaryWeightsStep)
+    chosen, note = training._checked_step(step, config, step.model, step.optimizer,
+                                          step.restriction, None, torch.device("cpu"), 10,
+                                          from_environment())
+    assert type(chosen) is TrainStep and chosen.model is step.model
+    assert note.startswith("eager (the CUDA graph, compiled step failed its check: ")
+    assert "WARNING: the fast training step" in capsys.readouterr().err
+
+
+def test_weights_cut_off_from_the_loss_are_never_checkpointed():
+    from ir2net.training import GradientWatch, TrainingError
+
+    batch = _random_batch()
+    healthy, broken = _ir2net_step(), _ir2net_step(FrozenBinaryWeightsStep)
+    for step in (healthy, broken):
+        watch = GradientWatch(step.model, step.optimizer)
+        watch.check("eager")  # before any step: no gradient yet, nothing to judge
+        step(*batch)
+        if step is healthy:
+            watch.check("eager")
+        else:
+            with pytest.raises(TrainingError, match=r"18 of 67 trained weight tensors got a "
+                               r"gradient of exact zeros .*layer1\.0\.conv1\.weight"):
+                watch.check("CUDA graph, compiled")
