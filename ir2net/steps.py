@@ -294,8 +294,9 @@ def check_fast_step(step, optimizer: torch.optim.Optimizer, batch: tuple[torch.T
                     *, steps: int = 3, tolerance: float = 0.1) -> Optional[str]:
     """Whether a fast step (a CUDA graph, ``torch.compile``) updates the weights as the plain
     eager step does.  Both run ``steps`` steps on ``batch`` from the same state (the last at
-    half the learning rate, which makes a CUDA graph recapture), which is then restored; returns ``None`` when every parameter's update agrees within ``tolerance``
-    (relative norm of the difference), else which parameters disagree and by how much.
+    half the learning rate, which makes a CUDA graph recapture), which is then restored;
+    returns ``None`` when every parameter's update agrees within ``tolerance`` (relative norm
+    of the difference), else which parameters disagree and by how much.
 
     Why: on an H100, the compiled CUDA-graph step with bfloat16 binary convolutions left the
     latent weights of every binary convolution without their gradient for 157 epochs (only
@@ -313,8 +314,8 @@ def check_fast_step(step, optimizer: torch.optim.Optimizer, batch: tuple[torch.T
     start = [p.detach().clone() for _, p in params]
     rates = [group["lr"] for group in optimizer.param_groups]
     first, last = {}, {}
-    try:
-        for label, candidate in (("fast", step), ("eager", reference)):
+    for label, candidate in (("fast", step), ("eager", reference)):
+        try:
             for number in range(steps):
                 if number == steps - 1 and steps > 1:  # a new rate: a CUDA graph is recaptured
                     for group, rate in zip(optimizer.param_groups, rates):
@@ -323,13 +324,10 @@ def check_fast_step(step, optimizer: torch.optim.Optimizer, batch: tuple[torch.T
                 if number == 0:
                     first[label] = [p.detach() - p0 for (_, p), p0 in zip(params, start)]
             last[label] = [p.detach() - p0 for (_, p), p0 in zip(params, start)]
+        finally:
             for group, rate in zip(optimizer.param_groups, rates):
                 group["lr"] = rate
             _restore(model, optimizer, snapshot)
-    finally:
-        for group, rate in zip(optimizer.param_groups, rates):
-            group["lr"] = rate
-        _restore(model, optimizer, snapshot)
     # after one step only what the fast step got wrong differs; after several, everything
     # downstream of it does too
     for when, updates in (("after one step", first), (f"after {steps} steps", last)):

@@ -157,7 +157,11 @@ class GradientWatch:
                        if p.requires_grad and id(p) in trained and p.numel() > 1]
 
     def cut_off(self) -> list[str]:
-        return [name for name, p in self.params if p.grad is not None and not bool(p.grad.any())]
+        graded = [(name, p.grad) for name, p in self.params if p.grad is not None]
+        if not graded:
+            return []
+        reached = torch.stack([grad.any() for _, grad in graded]).tolist()  # one host sync
+        return [name for (name, _), any_nonzero in zip(graded, reached) if not any_nonzero]
 
     def check(self, step_note: str) -> None:
         """Raises :class:`TrainingError` if the last step gave some weights a zero gradient."""
@@ -194,9 +198,9 @@ def _checked_step(step_fn, config: dict, model: nn.Module, optimizer: torch.opti
     print(f"ir2net: WARNING: the fast training step ({description}) does not update the weights "
           f"as the eager step does: {problem}. Training with the eager step instead (slower, "
           "same math); please report it, with your PyTorch version and GPU.", file=sys.stderr)
-    eager = build_step(eager_model(step_fn), optimizer, restriction=restriction, teacher=teacher,
-                       label_smoothing=config["train"]["label_smoothing"], cuda_graphs=False,
-                       compile=False, mixed_precision=config["train"]["mixed_precision"])
+    eager_config = {**config, "train": {**config["train"], "compile": False, "cuda_graphs": False}}
+    eager = build_train_step(eager_config, eager_model(step_fn), optimizer, restriction, teacher,
+                             device)
     return eager, f"eager (the {description} step failed its check: {problem})"
 
 

@@ -55,7 +55,7 @@ step() {  # step NAME NEEDED_S: run the rest of the line only if NEEDED_S second
   timeout --kill-after=60 "$(left)" "$@"; echo "gpu-session: $name exited $? at ${SECONDS}s"
 }
 
-ddp_data=${DATA:-$(cd results/longruns && realpath -m "$(sed -n 's/^data_root: *\([^ ]*\).*/\1/p' plan.yaml)")}
+cifar10=${DATA:-$(cd results/longruns && realpath -m "$(sed -n 's/^data_root: *\([^ ]*\).*/\1/p' plan.yaml)")}
 longruns() {  # every unfinished run of the most urgent priority, each in its own process
   local ids pids=() pid id rc status=0
   ids=$($PY -c "from ir2net.longruns import load_plan, select
@@ -65,10 +65,10 @@ print(' '.join(run.run_id for run in select(load_plan(), [])))") || return 1
   $PY -c "import sys; from ir2net.data.cifar10 import load_small_split
 for split in ('train', 'test'):
     load_small_split({'dataset': 'cifar10', 'root': sys.argv[1], 'cache_dir': None, 'download': False}, split)" \
-    "$ddp_data" || return 1
+    "$cifar10" || return 1
   for id in $ids; do
     $PY -m ir2net.cli longrun continue "$id" --stop-after "${LONGRUN_S}s" \
-      --data-root "$ddp_data" > "$RUNLOGS/longrun-$id.log" 2>&1 &
+      --data-root "$cifar10" > "$RUNLOGS/longrun-$id.log" 2>&1 &
     pids+=($!)
   done
   # timeout signals the whole process group; wait on until every run has checkpointed
@@ -81,7 +81,7 @@ for split in ('train', 'test'):
   return "$status"
 }
 RUNLOGS=${OUT:-$(mktemp -d)}  # each run's own log (with $OUT, they come back)
-export -f longruns; export PY LONGRUN_S ddp_data RUNLOGS
+export -f longruns; export PY LONGRUN_S cifar10 RUNLOGS
 step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 step "long runs" 60 bash -c longruns
 # The eager CUDA-graph step (no torch.compile): 21 distinct steps compile too slowly for one
@@ -94,7 +94,7 @@ step "GPU sharing" 120 bash -c "$PY -m ir2net.cli bench-sharing --runs 1,2,4,8 \
   results/bench/sharing_$GPU.json"
 step "torchrun (NCCL)" 45 $PY -m torch.distributed.run --standalone --nproc_per_node "$GPUS" \
   -m ir2net.cli train --config cifar10_resnet20_bireal --out "/tmp/ddp-$GPU" --no-progress \
-  --set data.root="$ddp_data" --set train.epochs=1 --set train.max_steps=100
+  --set data.root="$cifar10" --set train.epochs=1 --set train.max_steps=100
 
 echo "gpu-session: done at ${SECONDS}s"
 if [ -n "${OUT:-}" ]; then
