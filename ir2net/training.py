@@ -181,8 +181,9 @@ def _checked_step(step_fn, config: dict, model: nn.Module, optimizer: torch.opti
                   context: Distributed):
     """The step to train with and how it runs (for the segment's record).  A fast step (a
     CUDA graph, ``torch.compile``) must first update the weights as the eager step does, on a
-    batch of random images (:func:`ir2net.steps.check_fast_step`); one that does not is
-    replaced by the eager step, loudly: slower, but the method's math."""
+    batch of random images (:func:`ir2net.steps.check_fast_step`).  One that does not is
+    dropped, loudly, for the next faster one: the CUDA graph without ``torch.compile``, then
+    the eager step (the method's math, slowest)."""
     description = describe_step(step_fn)
     if description == "eager" or context.enabled:
         return step_fn, description
@@ -192,16 +193,28 @@ def _checked_step(step_fn, config: dict, model: nn.Module, optimizer: torch.opti
     if config["train"]["channels_last"]:
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, num_classes, (batch,), device=device, generator=generator)
-    problem = check_fast_step(step_fn, optimizer, (images, labels))
-    if problem is None:
+    failed = []
+    for fallback in ({}, {"compile": False}, {"compile": False, "cuda_graphs": False}):
+        if fallback:
+            step_fn = build_train_step({**config, "train": {**config["train"], **fallback}},
+                                       eager_model(step_fn), optimizer, restriction, teacher,
+                                       device)
+            description = describe_step(step_fn)
+            if any(description == tried for tried, _ in failed):
+                continue
+        problem = None if description == "eager" else check_fast_step(step_fn, optimizer,
+                                                                      (images, labels))
+        if problem is None:
+            break
+        print(f"ir2net: WARNING: the fast training step ({description}) does not update the "
+              f"weights as the eager step does: {problem}. Trying a slower form of the same "
+              "step; please report it, with your PyTorch version and GPU.", file=sys.stderr)
+        failed.append((description, problem))
+    if not failed:
         return step_fn, f"{description} (checked against the eager step)"
-    print(f"ir2net: WARNING: the fast training step ({description}) does not update the weights "
-          f"as the eager step does: {problem}. Training with the eager step instead (slower, "
-          "same math); please report it, with your PyTorch version and GPU.", file=sys.stderr)
-    eager_config = {**config, "train": {**config["train"], "compile": False, "cuda_graphs": False}}
-    eager = build_train_step(eager_config, eager_model(step_fn), optimizer, restriction, teacher,
-                             device)
-    return eager, f"eager (the {description} step failed its check: {problem})"
+    why = "; ".join(f"the {tried} step failed its check: {problem}" for tried, problem in failed)
+    checked = "" if description == "eager" else ", checked against the eager step"
+    return step_fn, f"{description} ({why}{checked})"
 
 
 # ----------------------------------------------------------------------------- one epoch

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # What the project needs from one GPU, in order of value, inside one time budget:
-#   0. the CUDA-only tests (tests/test_gpu.py)
 #   1. advance the published-schedule runs (results/longruns/), side by side: one process per
-#      run, since one ResNet-20 run at batch 128 leaves most of a large GPU idle
+#      run, since one ResNet-20 run at batch 128 leaves most of a large GPU idle.  Each run
+#      first checks its fast step against the eager step and drops a failing one for the next
+#      faster form (ir2net.training._checked_step), so the runs need not wait for the tests
+#   1b. the CUDA-only tests (tests/test_gpu.py): which fast step trains what the eager one does
 #   2. time every distinct training step of the paper profile (the cost plan's figures)
 #   3. k concurrent ResNet-20 IR²Net runs sharing the GPU (1, 2, 4, 8; and under MPS)
 #   4. a short data-parallel run through torchrun (NCCL, one rank per GPU)
@@ -14,9 +16,9 @@
 # Usage (repository root; ir2net installed, or its requirements importable):
 #   bash scripts/gpu-session.sh [CIFAR10]      CIFAR10: the dataset (default: plan.yaml's)
 # Budgets in seconds (environment): BUDGET_S (all, default 540), LONGRUN_S (default 180),
-# SHARING_SECONDS (timed window per run, default 10). The GPU tests always come first: among
-# them, the check that the fast steps train what the eager step trains (results/longruns/README.md,
-# "Discarded").
+# SHARING_SECONDS (timed window per run, default 10). The GPU tests come right after the long
+# runs: among them, the checks of each fast step's form against the eager step
+# (results/longruns/README.md, "Discarded").
 #
 # On a bare GPU machine whose python3 has PyTorch but not this package's other requirements
 # (e.g. a lent device): bring CIFAR-10 and jsonschema's wheels inside the repository, in
@@ -82,8 +84,8 @@ for split in ('train', 'test'):
 }
 RUNLOGS=${OUT:-$(mktemp -d)}  # each run's own log (with $OUT, they come back)
 export -f longruns; export PY LONGRUN_S cifar10 RUNLOGS
-step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 step "long runs" 60 bash -c longruns
+step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py
 # The eager CUDA-graph step (no torch.compile): 21 distinct steps compile too slowly for one
 # budget; the plan takes the fastest record per step, so a compiled record can follow later.
 step "step benchmarks" 120 $PY -m ir2net.cli bench --profile config/paper.yaml --out "results/bench/steps/$GPU" \
