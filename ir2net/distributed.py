@@ -34,7 +34,9 @@ class Distributed:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """Data parallel: several ranks, or any torchrun launch (``--nproc_per_node 1`` is a
+        data-parallel run of one rank: the process group and DDP are set up, NCCL on a GPU)."""
+        return self.world_size > 1 or self.launcher == "torchrun"
 
     @property
     def is_main(self) -> bool:

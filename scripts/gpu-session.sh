@@ -85,7 +85,7 @@ for split in ('train', 'test'):
 RUNLOGS=${OUT:-$(mktemp -d)}  # each run's own log (with $OUT, they come back)
 export -f longruns; export PY LONGRUN_S cifar10 RUNLOGS
 step "long runs" 60 bash -c longruns
-step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py
+step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider -p no:logging --durations=0 tests/test_gpu.py
 # The eager CUDA-graph step (no torch.compile): 21 distinct steps compile too slowly for one
 # budget; the plan takes the fastest record per step, so a compiled record can follow later.
 step "step benchmarks" 120 $PY -m ir2net.cli bench --profile config/paper.yaml --out "results/bench/steps/$GPU" \

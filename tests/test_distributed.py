@@ -33,6 +33,8 @@ def test_the_launchers_environment_names_the_rank():
     assert from_environment({}) == Distributed()
     torchrun = from_environment({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
     assert (torchrun.rank, torchrun.world_size, torchrun.local_rank) == (1, 4, 1)
+    # torchrun with one rank still trains data-parallel (a one-GPU check of the NCCL path)
+    assert from_environment({"RANK": "0", "WORLD_SIZE": "1"}).enabled
     srun = from_environment({"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "3",
                              "SLURM_STEP_ID": "0"})
     assert (srun.rank, srun.world_size, srun.launcher) == (3, 8, "srun")

@@ -55,7 +55,9 @@ def test_cuda_graph_step_runs_under_mixed_precision():
 
 def test_uint8_batches_normalised_on_the_gpu_equal_the_per_image_cpu_pipeline():
     """ImageNet batches travel as uint8 and are normalised on the device: on a GPU the values
-    are still those of torchvision's per-image ConvertImageDtype + Normalize on the CPU."""
+    are those of torchvision's per-image ConvertImageDtype + Normalize on the CPU to within
+    one float32 rounding (CUDA divides by a scalar as a multiplication by its reciprocal;
+    bit-equality failed on an H200)."""
     from torchvision import transforms as T
 
     from ir2net.data.common import IMAGENET_MEAN, IMAGENET_STD, normalise_uint8
@@ -65,7 +67,7 @@ def test_uint8_batches_normalised_on_the_gpu_equal_the_per_image_cpu_pipeline():
     per_image = T.Compose([T.ConvertImageDtype(torch.float32),
                            T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     expected = torch.stack([per_image(image) for image in images])
-    assert torch.equal(normalise_uint8(images.cuda()).cpu(), expected)
+    torch.testing.assert_close(normalise_uint8(images.cuda()).cpu(), expected, rtol=0, atol=1e-6)
 
 
 def test_a_recipe_step_is_timed_as_train_runs_it_on_the_gpu():
@@ -86,20 +88,27 @@ BASELINE, IR2NET = ("cifar10-resnet20_bireal-bin-norec-nores-s0",
                     "cifar10-resnet20_bireal-bin-cirec-lam0.15-s0")
 FORMS = {"graph": ("true", "false"), "graph-compiled": ("true", "true"),
          "compiled": ("false", "true")}  # train.cuda_graphs, train.compile
+# Measured on an H200 with torch 2.11.0+cu130 (scripts/diagnose-fast-step.py): torch.compile
+# gives the latent weights of a binary convolution a zero gradient (a custom autograd.Function
+# applied to a parameter); training falls back to the CUDA graph without compile.
+COMPILE_BUG = pytest.mark.xfail(reason="torch.compile on CUDA drops the gradient of the binary "
+                                "weights (seen with torch 2.11.0+cu130)", strict=False)
 
 
 @pytest.mark.parametrize("run, form, binary_dtype", [
     (IR2NET, "graph", "bfloat16"), (BASELINE, "graph", "bfloat16"),
-    (IR2NET, "graph-compiled", "bfloat16"), (BASELINE, "graph-compiled", "bfloat16"),
-    # which part breaks, if one does: compile alone, and the float32 binary convolutions
-    (IR2NET, "compiled", "bfloat16"), (IR2NET, "graph-compiled", "float32")],
+    pytest.param(IR2NET, "graph-compiled", "bfloat16", marks=COMPILE_BUG),
+    pytest.param(BASELINE, "graph-compiled", "bfloat16", marks=COMPILE_BUG),
+    # which part breaks: compile alone, and with the float32 binary convolutions
+    pytest.param(IR2NET, "compiled", "bfloat16", marks=COMPILE_BUG),
+    pytest.param(IR2NET, "graph-compiled", "float32", marks=COMPILE_BUG)],
     ids=lambda value: value.split("-s0")[0].split("bireal-")[-1])
 def test_the_fast_steps_update_the_weights_as_the_eager_step(run, form, binary_dtype):
     """The published-schedule runs' own configs (bfloat16 binary convolutions, IRes, CIRec)
-    with the CUDA-graph step, compiled or not: every parameter's update over three steps
-    (one recapture) equals the eager step's, and no weight tensor gets a zero gradient.
-    On 2026-11-26 the compiled CUDA-graph step on an H100 trained no binary convolution
-    (results/longruns/README.md)."""
+    with the CUDA-graph step, compiled or not: every parameter's update in each of three
+    calls from the same state (eager first call, capture, recapture) equals the eager step's,
+    and no weight tensor gets a zero gradient.  On 2026-11-26 the compiled step trained no
+    binary convolution on an H100 and an H200 (results/longruns/README.md)."""
     from pathlib import Path
 
     from ir2net.config import load_config

@@ -309,7 +309,7 @@ def test_the_fast_step_check_finds_binary_weights_left_untrained():
     step = _ir2net_step(FrozenBinaryWeightsStep)
     problem = check_fast_step(step, step.optimizer, _random_batch())
     # the first step's updates differ in exactly ResNet-20's 18 binary convolutions
-    assert problem is not None and problem.startswith("18 of 67 parameters after one step: "), problem
+    assert problem is not None and problem.startswith("18 of 67 parameters in call 1 of 3: "), problem
     assert "layer1.0.conv1.weight (update off by 100%)" in problem
     assert check_fast_step(_ir2net_step(), _ir2net_step().optimizer, _random_batch()) is None
 
@@ -369,7 +369,7 @@ def test_a_fast_step_that_fails_its_check_gives_way_to_the_next_faster_one(monke
                                           step.restriction, None, torch.device("cpu"), 10,
                                           from_environment())
     assert type(chosen) is TrainStep and chosen.model is step.model
-    failure = "the CUDA graph, compiled step failed its check: 18 of 67 parameters after one step"
+    failure = "the CUDA graph, compiled step failed its check: 18 of 67 parameters in call 1 of 3"
     if graph_alone == "passes":
         assert chosen is built[0]
         assert note.startswith(f"CUDA graph ({failure}") and note.endswith(

@@ -20,7 +20,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def normalise_uint8(images: torch.Tensor) -> torch.Tensor:
     """A uint8 NCHW batch as the network's input, on the batch's device: torchvision's
     ``ConvertImageDtype(float32)`` then ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``, the same
-    operations in the same order, so the same values as the per-image pipeline."""
+    operations in the same order, so the same values as the per-image pipeline (on CUDA to
+    within one float32 rounding: its division by a scalar multiplies by the reciprocal)."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device)
     return images.to(torch.float32).div_(255).sub_(mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))
