@@ -124,7 +124,7 @@ def _execution_settings(config: dict, *, data_root: Path, stop_after, device: st
     config["train"]["stop_after"] = stop_after
     on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     config["train"]["channels_last"] = not on_cuda  # measured faster on the CPU (docs/performance.md)
-    config["train"]["compile"] = "auto"  # compiled CUDA-graph step on a GPU: the fastest measured
+    config["train"]["compile"] = "auto"  # the fastest exact step: a CUDA graph, not compiled
     return config
 
 

@@ -39,6 +39,7 @@ from .bench import _sync, _throughput
 from .config import ConfigError, load_config
 from .data import num_classes
 from .plan import load_profile, profile_jobs, step_signature
+from .steps import check_fast_step, describe_step
 from .training import (build_model, build_optimizer, build_restriction, build_teacher,
                        build_train_step, resolve_device)
 
@@ -89,20 +90,24 @@ def measure_step(config: dict, *, recipe: str, device: str = "cpu",
         step(images, labels)
         return batch
 
+    # a fast step is timed only with its verdict: a compiled step that skipped the binary
+    # weights' gradient once measured fastest (results/longruns/README.md)
+    checked = ("eager step" if describe_step(step) == "eager" else
+               check_fast_step(step, step.optimizer, (images, labels)) or "agrees with the eager step")
     timed = _throughput({"step": once}, device, warmup, repeats, steps)["step"]
     train_cfg = config["train"]
     return {
         "train_step": {"ours_img_s": timed["median_img_s"],
                        "repeats": {"ours": timed["repeats_img_s"]}, "batch_size": batch,
                        "recipe": recipe, "model": config["model"]["name"],
-                       "ours_step": type(step).__name__,
+                       "ours_step": type(step).__name__, "ours_step_form": describe_step(step),
+                       "fast_step_check": checked,
                        "bf16_binary_convs": config["model"]["binary_dtype"] == "bfloat16",
                        "mixed_precision": train_cfg["mixed_precision"]},
         "step": step_signature(config),
         "settings": {"warmup_steps": warmup, "repeats": repeats, "steps_per_repeat": steps,
                      "channels_last": train_cfg["channels_last"],
-                     "compile": device.type == "cuda" if train_cfg["compile"] == "auto"
-                     else bool(train_cfg["compile"]),
+                     "compile": train_cfg["compile"] is True,
                      "cuda_graphs": train_cfg["cuda_graphs"],
                      "mixed_precision": train_cfg["mixed_precision"],
                      "inputs": "random tensors on the device (the step alone)"},

@@ -131,13 +131,15 @@ def build_train_step(config: dict, model: nn.Module, optimizer: torch.optim.Opti
                      restriction: Optional[InformationRestriction],
                      teacher: Optional[nn.Module], device: torch.device,
                      distributed: bool = False) -> TrainStep:
-    """The step a config trains with (``train.compile: auto``: compiled on a GPU)."""
+    """The step a config trains with.  ``train.compile: auto`` compiles nowhere: on CUDA
+    (torch 2.11) ``torch.compile`` gives the binary convolutions' latent weights a zero
+    gradient (results/longruns/README.md), so the fastest exact step there is the CUDA graph
+    without it; on the CPU compiling does not pay."""
     train_cfg = config["train"]
     return build_step(model, optimizer, restriction=restriction, teacher=teacher,
                       label_smoothing=train_cfg["label_smoothing"],
                       cuda_graphs=train_cfg["cuda_graphs"],
-                      compile=(device.type == "cuda" if train_cfg["compile"] == "auto"
-                               else train_cfg["compile"]),
+                      compile=train_cfg["compile"] is True,
                       mixed_precision=train_cfg["mixed_precision"], distributed=distributed)
 
 

@@ -335,8 +335,9 @@ def test_small_runs_can_share_a_gpu(tmp_path):
 
 def test_the_cost_plan_of_the_paper_profile(capsys):
     """`ir2net plan`: every job of the paper profile with its images x epochs, GPU-hours per
-    table and in total; the ResNet-20 IR²Net jobs at the measured H100 step (the compiled
-    CUDA graph that `ir2net train` runs there), the rest labelled estimates."""
+    table and in total; the ResNet-20 IR²Net jobs at the measured H100 step (the CUDA graph
+    that `ir2net train` runs there; the unchecked compiled step's record is left out), the
+    rest labelled estimates."""
     from ir2net.cli import main
     from ir2net.plan import plan_profile
 
@@ -346,8 +347,9 @@ def test_the_cost_plan_of_the_paper_profile(capsys):
     assert measured and all(job.model == "resnet20_bireal" for job in measured)
     ir2net = next(job for job in jobs if job.run == "cifar10-resnet20_bireal-bin-cirec-lam0.15-s0")
     assert ir2net.measured and ir2net.image_epochs == 50_000 * 500
-    # results/bench/cuda_h100_compile.json: the compiled CUDA-graph step `ir2net train` runs
-    assert 18_000 < ir2net.images_per_s < 19_000
+    # results/bench/cuda_h100.json: the CUDA-graph step `ir2net train` runs; not the faster
+    # cuda_h100_compile.json, whose compiled step was never checked (and fails on torch 2.11)
+    assert 14_000 < ir2net.images_per_s < 15_000
     imagenet = [job for job in jobs if job.model == "resnet18_bireal_imagenet"]
     assert imagenet and all(job.gpus == 8 and job.train_images == 1_281_167 for job in imagenet)
     assert main(["plan", "--configfile", str(ROOT / "config/paper.yaml")]) == 0
