@@ -116,18 +116,6 @@ _fused_sign_as = _FusedPointwise(_sign_as)
 _fused_approx_sign_grad = _FusedPointwise(_approx_sign_grad)
 
 
-class _WeightSignSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, sign_zero: str) -> torch.Tensor:
-        ctx.save_for_backward(weight)
-        return sign(weight, sign_zero)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        (weight,) = ctx.saved_tensors
-        return grad_output * (weight.abs() < 1).to(grad_output.dtype), None
-
-
 class _ApproxSignSTE(torch.autograd.Function):
     """``sign`` forward (written in ``output_dtype``), ApproxSign backward (in x's dtype)."""
 
@@ -151,7 +139,16 @@ class WeightSign(nn.Module):
         self.sign_zero = sign_zero
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return _WeightSignSTE.apply(weight, self.sign_zero)
+        # sign(w) + (m*w - m*w), m = 1{|w| < 1} held constant: the value is sign(w) exactly
+        # (x - x is 0) and the gradient is grad * m, bit for bit what a custom
+        # autograd.Function's backward gives.  Plain tensor operations because on CUDA
+        # (torch 2.11) torch.compile dropped such a Function's backward for a parameter, and
+        # the latent weights trained with a zero gradient (results/longruns/README.md).
+        with torch.no_grad():
+            binary = sign(weight, self.sign_zero)
+            inside = (weight.abs() < 1).to(weight.dtype)
+        passed = weight * inside
+        return binary + (passed - passed.detach())
 
     def extra_repr(self) -> str:
         return f"sign_zero={self.sign_zero}"

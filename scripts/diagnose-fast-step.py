@@ -5,8 +5,9 @@ published-schedule IR²Net run's own state (its last checkpoint):
    the same state (ir2net.steps.check_fast_step) at tolerances of 10 % and 1 %, with cuDNN's
    default kernels and with deterministic ones;
 2. a single binary convolution, eager against ``torch.compile``: the latent weights' gradient,
-   with the weight quantizer as written (in-place sign), with an out-of-place one, and with
-   a plain differentiable function in its place.
+   with the weight quantizer as shipped (plain tensor operations), as a custom
+   autograd.Function (how it was written when the compiled step lost that gradient on an
+   H100 and an H200 with torch 2.11), and with a plain differentiable function in its place.
 
 Usage (repository root): python scripts/diagnose-fast-step.py [cuda|cpu]
 """
@@ -65,11 +66,13 @@ def step_noise():
             torch._dynamo.reset()
 
 
-class OutOfPlaceSign(torch.autograd.Function):
+class FunctionSign(torch.autograd.Function):
+    """The weight quantizer as shipped until 2026-11-26: a custom autograd.Function."""
+
     @staticmethod
     def forward(ctx, weight):
         ctx.save_for_backward(weight)
-        return torch.where(weight >= 0, 1.0, -1.0).to(weight.dtype)
+        return binarize.sign(weight)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -77,9 +80,9 @@ class OutOfPlaceSign(torch.autograd.Function):
         return grad_output * (weight.abs() < 1).to(grad_output.dtype)
 
 
-class OutOfPlaceWeightSign(torch.nn.Module):
+class FunctionWeightSign(torch.nn.Module):
     def forward(self, weight):
-        return OutOfPlaceSign.apply(weight)
+        return FunctionSign.apply(weight)
 
 
 class Halved(torch.nn.Module):
@@ -89,8 +92,8 @@ class Halved(torch.nn.Module):
 
 def one_conv():
     for name, quantizer, dtypes in (
-            ("in-place sign (as shipped)", WeightSign(), (None, torch.bfloat16)),
-            ("out-of-place sign", OutOfPlaceWeightSign(), (None,)),
+            ("plain tensor operations (as shipped)", WeightSign(), (None, torch.bfloat16)),
+            ("custom autograd.Function (shipped before)", FunctionWeightSign(), (None,)),
             ("no autograd.Function (weight * 0.5)", Halved(), (None,))):
         for dtype in dtypes:
             torch.manual_seed(0)

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ir2net.binarize import (ApproxSign, Binarization, BinaryConv2d, BinaryLinear, WeightSign,
-                             sign)
+from ir2net.binarize import (SIGN_ZERO_MODES, ApproxSign, Binarization, BinaryConv2d,
+                             BinaryLinear, WeightSign, sign)
 
 
 def approx_sign_polynomial(x):
@@ -70,6 +70,34 @@ def test_weight_ste_gradient_equals_clamp_gradient():
     (torch.clamp(ref, -1, 1) * upstream).sum().backward()
     torch.testing.assert_close(ours.grad, ref.grad)
     assert torch.equal(WeightSign()(w), sign(w))
+
+
+def test_weight_quantizer_is_exactly_sign_forward_and_masked_gradient_backward():
+    """Written with plain tensor operations (torch.compile on CUDA dropped a custom
+    autograd.Function's backward for the weights): still sign(w) exactly, and exactly
+    grad * 1{|w| < 1}, at 0, at +-1 and at the smallest magnitudes too."""
+    w = torch.tensor([-2.0, -1.0, -0.999, -1e-38, -0.0, 0.0, 1e-38, 0.5, 1.0, 3.0])
+    upstream = torch.randn_like(w)
+    for sign_zero in SIGN_ZERO_MODES:
+        latent = w.clone().requires_grad_()
+        out = WeightSign(sign_zero)(latent)
+        assert torch.equal(out, sign(w, sign_zero))
+        (out * upstream).sum().backward()
+        assert torch.equal(latent.grad, upstream * (w.abs() < 1).float())
+
+
+def test_weight_quantizer_gradient_survives_torch_compile():
+    torch.manual_seed(0)
+    conv = BinaryConv2d(4, 4, 3, padding=1, input_quantizer=ApproxSign(),
+                        weight_quantizer=WeightSign())
+    x = torch.randn(2, 4, 6, 6)
+    grads = []
+    for module in (conv, torch.compile(conv)):
+        conv.weight.grad = None
+        module(x).square().mean().backward()
+        grads.append(conv.weight.grad.clone())
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0])
 
 
 def test_approx_sign_gradient_equals_autograd_of_polynomial():
