@@ -32,7 +32,7 @@ from . import artifacts
 from .config import ConfigError, config_digest, load_config, parse_duration, read_yaml_text
 
 __all__ = ["LongRun", "load_plan", "run_status", "continue_runs", "DEFAULT_FOLDER",
-           "progress_summary", "read_progress", "write_progress"]
+           "progress_summary", "read_progress", "write_progress", "write_run_table"]
 
 DEFAULT_FOLDER = Path("results/longruns")
 PLAN = "plan.yaml"
@@ -76,6 +76,7 @@ class Plan:
     data_root: Path
     settings: dict
     runs: list[LongRun]
+    profile: Optional[Path] = None  # the workflow profile whose records the runs join
 
     def get(self, run_id: str) -> LongRun:
         for run in self.runs:
@@ -104,7 +105,8 @@ def load_plan(folder: str | Path = DEFAULT_FOLDER) -> Plan:
     if len({run.run_id for run in runs}) != len(runs):
         raise ConfigError(f"{path}: a run id appears twice")
     return Plan(folder, folder / plan.get("records", "../records/paper"),
-                folder / plan.get("data_root", "data"), dict(plan.get("settings") or {}), runs)
+                folder / plan.get("data_root", "data"), dict(plan.get("settings") or {}), runs,
+                folder / plan["profile"] if plan.get("profile") else None)
 
 
 def planned_config(plan: Plan, run: LongRun, data_root: Optional[str | Path] = None) -> dict:
@@ -131,6 +133,9 @@ def _execution_settings(config: dict, *, data_root: Path, stop_after, device: st
 def progress_summary(run: LongRun) -> dict:
     """Where a run stands, from its record (complete) or its checkpoint (training)."""
     summary = {"run": run.run_id, "state": run.state, "rows": run.rows, "priority": run.priority}
+    if (run.folder / "config.yaml").is_file():
+        started = read_yaml_text((run.folder / "config.yaml").read_text())
+        summary["model_precision"] = started["model"]["precision"]  # binary or fp
     if run.state == "complete":
         metrics = json.loads((run.folder / "metrics.json").read_text())
         summary.update(epochs_done=metrics["epochs_completed"], epochs=metrics["epochs_completed"],
@@ -232,7 +237,23 @@ def _finish(plan: Plan, run: LongRun, data_root: Path) -> None:
     target = plan.records / run.run_id
     for name in ("metrics.json", "config.yaml"):
         artifacts.write_text(target / name, (run.folder / name).read_text())
+    if plan.profile is not None:  # the run table makes the records folder renderable
+        write_run_table(plan)
     write_progress(run)
+
+
+def write_run_table(plan: Plan) -> Path:
+    """The profile's run table beside its records, so that ``ir2net render --records``
+    renders the published-schedule runs finished so far as that profile's tables."""
+    import yaml
+
+    from .experiments import run_table
+    from .plan import load_profile
+    from .reporting.records import RUN_TABLE
+
+    table = run_table(load_profile(plan.profile))
+    return artifacts.write_text(plan.records / RUN_TABLE,
+                                yaml.safe_dump(table, sort_keys=False, allow_unicode=True))
 
 
 def select(plan: Plan, run_ids: list[str]) -> list[LongRun]:

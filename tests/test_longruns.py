@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -189,3 +190,43 @@ def test_segments_name_the_commit_a_copied_tree_was_sent_from(monkeypatch):
                           text=True)
     if head.returncode == 0:
         assert provenance.git_commit()["commit"] == head.stdout.strip()
+
+
+def test_the_published_rows_name_binary_convolutions_only_for_binary_models():
+    """The report says which machine and precision trained each published-schedule row; a
+    full-precision run has no binary convolutions, so their dtype must not be named for it."""
+    from ir2net.longruns import read_progress
+    from ir2net.reporting.tables import published_table
+
+    progress = read_progress(ROOT / "results" / "longruns")
+    table = published_table(progress)
+    precision = {entry["run"]: entry.get("model_precision") for entry in progress}
+    assert set(precision[entry["run"]] for entry in progress if entry["state"] != "not started") \
+        <= {"binary", "fp"}
+    for entry in progress:
+        if entry["state"] == "not started":
+            continue
+        labels = table.loc[table["method"].isin(
+            [row.replace("|", " ") for row in entry["rows"].values()]), "hardware"]
+        named = labels.str.contains("binary convs").all()
+        assert named == (precision[entry["run"]] == "binary"), (entry["run"], list(labels))
+
+
+def test_finished_long_runs_render_as_the_paper_profiles_tables(tmp_path):
+    """A finished published-schedule run joins the paper profile's records with the profile's
+    run table, so `ir2net render --records results/records/paper` fills its Table I row."""
+    plan = load_plan(ROOT / "results" / "longruns")
+    finished = [run for run in plan.runs if run.state == "complete"]
+    if not finished:
+        pytest.skip("no published-schedule run has finished yet")
+    assert plan.profile is not None and plan.profile.resolve() == ROOT / "config" / "paper.yaml"
+    assert main(["render", "--records", str(plan.records), "--tables", str(tmp_path / "t"),
+                 "--figures", str(tmp_path / "f"), "--report", str(tmp_path / "r"),
+                 "--longruns", "", "--plan-device", ""]) == 0
+    table1 = (tmp_path / "t" / "table1.csv").read_text()
+    rows = pd.read_csv(tmp_path / "t" / "table1.csv").set_index("method")
+    for run in finished:
+        metrics = json.loads((run.folder / "metrics.json").read_text())
+        row = rows.loc[run.rows["table1"]]
+        assert row["final_top1"] == pytest.approx(metrics["final"]["top1"]), table1
+        assert row["best_top1"] == pytest.approx(metrics["best"]["top1"]), table1

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import artifacts
 from .records import load_records
-from .tables import CAPTIONS, TABLE_NAMES, to_markdown
+from .tables import CAPTIONS, TABLE_NAMES, segments_hardware, to_markdown
 
 __all__ = ["write_report", "FIGURES"]
 
@@ -36,15 +36,22 @@ def _provenance_rows(records: dict) -> pd.DataFrame:
         hardware = metrics["provenance"]["hardware"]
         git = metrics["provenance"]["git"]
         train = config.get("train", {})
-        data = metrics["data"]
+        data, source = metrics["data"], config.get("data", {}).get("root")
+        segments = metrics.get("segments") or []
+        commit = (git.get("commit") or "unknown")[:10] + ("+dirty" if git.get("dirty") else "")
         rows.append({
             "run": run_id, "seed": metrics["seed"],
-            "data": f"{config.get('data', {}).get('dataset')} ({data['train_images']} train / "
-                    f"{data['test_images']} test images)" + (" SYNTHETIC" if data.get("synthetic") else ""),
+            "data": f"{config.get('data', {}).get('dataset')}"
+                    + (f" from {Path(source).name}" if source else "")
+                    + f" ({data['train_images']} train / {data['test_images']} test images)"
+                    + (" SYNTHETIC" if data.get("synthetic") else ""),
             "schedule": f"{metrics['epochs_completed']} epochs, {metrics['steps']} steps, batch "
                         f"{train.get('batch_size')}",
-            "hardware": hardware.get("gpu") or f"{hardware.get('cpu')} ({hardware.get('torch_threads')} threads)",
-            "commit": (git.get("commit") or "unknown")[:10] + ("+dirty" if git.get("dirty") else ""),
+            # a run trained in segments names every machine; its metrics.json has each one
+            "hardware": (segments_hardware(segments, binary=False) if len(segments) > 1 else
+                         hardware.get("gpu") or
+                         f"{hardware.get('cpu')} ({hardware.get('torch_threads')} threads)"),
+            "commit": commit if len(segments) <= 1 else f"{commit} (last of {len(segments)} segments)",
             "final top-1": f"{metrics['final']['top1']:.2f}",
             "best top-1": f"{(metrics.get('best') or metrics['final'])['top1']:.2f}"})
     return pd.DataFrame(rows)
@@ -106,9 +113,10 @@ def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: s
         lines += ["## What the published schedules cost", "", Path(cost_plan).read_text(), ""]
     provenance = _provenance_rows(records)
     lines += ["## Provenance of every run", "",
-              f"Profile `{plan['profile']}`; CIFAR-10 from `{plan['cifar10']['root']}` "
+              f"Profile `{plan['profile']}`: CIFAR-10 from `{plan['cifar10']['root']}` "
               f"({plan['cifar10']['dataset']}); ImageNet: {plan['imagenet']['description']}. "
-              "Wall times, hosts and every training segment are in each run's `metrics.json`.",
+              "Each row names the data its run trained on. Wall times, hosts and every "
+              "training segment are in each run's `metrics.json`.",
               "", to_markdown(provenance) if not provenance.empty else "(no finished runs)", ""]
     if divergences and Path(divergences).is_file():
         text = Path(divergences).read_text().replace("# Where", "## Where", 1)

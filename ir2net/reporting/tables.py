@@ -28,7 +28,7 @@ from .records import roles
 
 __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "CAPTIONS", "build_tables",
            "accuracy_tables", "complexity_tables", "published_table", "write_tables",
-           "printed", "to_markdown"]
+           "printed", "to_markdown", "segments_hardware"]
 
 ACCURACY_TABLES = ("published", "table1", "table3", "table4")
 COMPLEXITY_TABLES = ("table2", "table5", "table6")
@@ -91,7 +91,9 @@ def _paper_top1(paper: dict, table: str, row: str) -> Optional[float]:
     return None
 
 
-def _segments_hardware(segments: list[dict]) -> str:
+def segments_hardware(segments: list[dict], binary: bool = True) -> str:
+    """Each distinct machine and precision that trained a run, in order (a full-precision
+    model has no binary convolutions, so their dtype is not named)."""
     seen = []
     for segment in segments:
         hardware = segment.get("hardware", {})
@@ -99,7 +101,8 @@ def _segments_hardware(segments: list[dict]) -> str:
         name = hardware.get("gpu") or \
             f"{hardware.get('cpu')} ({threads} thread{'' if threads == 1 else 's'})"
         precision = segment.get("precision", {})
-        name += f", binary convs {precision.get('binary_dtype')}"
+        if binary:
+            name += f", binary convs {precision.get('binary_dtype')}"
         if precision.get("mixed_precision", "none") != "none":
             name += f", mixed {precision['mixed_precision']}"
         if name not in seen:
@@ -123,13 +126,17 @@ def published_table(progress: list[dict]) -> pd.DataFrame:
                          "paper_top1": reference, "state": state,
                          "final_top1": final.get("top1"), "final_epoch": final.get("epoch"),
                          "best_top1": best.get("top1"), "best_epoch": best.get("epoch"),
+                         "final_minus_paper_top1": (None if final.get("top1") is None
+                                                    else final["top1"] - reference),
                          "best_minus_paper_top1": (None if best.get("top1") is None
                                                    else best["top1"] - reference),
                          "wall_hours": entry.get("wall_hours"),
-                         "hardware": _segments_hardware(entry.get("segments", []))})
+                         "hardware": segments_hardware(entry.get("segments", []),
+                                                          entry.get("model_precision") != "fp")})
     return pd.DataFrame(rows, columns=["table", "method", "paper_top1", "state", "final_top1",
                                        "final_epoch", "best_top1", "best_epoch",
-                                       "best_minus_paper_top1", "wall_hours", "hardware"])
+                                       "final_minus_paper_top1", "best_minus_paper_top1",
+                                       "wall_hours", "hardware"])
 
 
 def accuracy_tables(plan: dict, records: dict,
@@ -241,6 +248,7 @@ PRINTED = {
     "published": [Column("table", "Table"), Column("method", "Method"), Column("state", "State"),
                   _acc("paper_top1", "Paper", False), _acc("final_top1", "Last", False),
                   Column("final_epoch", "Last epoch", _plain, True),
+                  Column("final_minus_paper_top1", "Last − paper", _signed, True),
                   _acc("best_top1", "Best", False), Column("best_epoch", "Best epoch", _plain, True),
                   Column("best_minus_paper_top1", "Best − paper", _signed, True),
                   Column("wall_hours", "Wall h", lambda v: "" if _missing(v) else f"{v:.1f}", True),
