@@ -330,6 +330,27 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _ires_coverage(args) -> int:
+    from .inference import ires_coverage
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    result = ires_coverage(args.target, args.lam, variant=args.variant, config=args.config,
+                           data_root=args.data_root, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    at = f" (epoch {result['epoch']}, step {result['step']})" if "epoch" in result else ""
+    print(f"{result['weights']}{at}, IRes variant {result['variant']}, "
+          f"{result['images']} test images, eval mode")
+    print(f"the mask removes nothing below λ = {result['onset']['min']:.3f} "
+          f"(per-image onset: median {result['onset']['median']:.3f})")
+    for lam, fraction in result["removed"].items():
+        print(f"λ = {lam:<5g} removes {100 * fraction:6.2f}% of pixels")
+    return 0
+
+
 def _export_model(args) -> int:
     from .inference import export
 
@@ -391,7 +412,16 @@ def _longrun(args) -> int:
     return RESUMABLE_EXIT if unfinished else 0
 
 
+def _lambda(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"λ must lie in [0, 1] (Eq. 9), got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .restriction import list_rules
+
     parser = argparse.ArgumentParser(prog="ir2net", description="IR²Net reproduction harness")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -429,6 +459,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=_evaluate)
+
+    coverage = sub.add_parser(
+        "ires-coverage", help="how much of each test image IRes's mask removes, per λ, "
+                              "with trained weights (Eq. 5-9)")
+    coverage.add_argument("target", help="a run folder (finished, or training: its checkpoint), "
+                                         "a model.pt or a checkpoint/last.pt")
+    coverage.add_argument("--lam", type=_lambda, nargs="+",
+                          default=[0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0],
+                          help="the λ values (default: Figure 7's)")
+    coverage.add_argument("--variant", choices=list_rules(),
+                          help="IRes variant (default: the run's ires.variant)")
+    coverage.add_argument("--config", help="the run's config.yaml (default: the run folder's)")
+    coverage.add_argument("--data-root", "--data", dest="data_root",
+                          help="the dataset (default: the run's data.root)")
+    coverage.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    coverage.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
+    coverage.add_argument("--json", action="store_true")
+    coverage.set_defaults(func=_ires_coverage)
 
     export_model = sub.add_parser("export", help="export a trained model for inference")
     export_model.add_argument("target", help="a finished run folder, or a model.pt")

@@ -18,9 +18,10 @@ from torch import nn
 from . import artifacts
 from .config import ConfigError, load_config
 
-__all__ = ["TrainedModel", "load_trained", "score", "export", "EXPORT_FORMATS"]
+__all__ = ["TrainedModel", "load_trained", "score", "ires_coverage", "export", "EXPORT_FORMATS"]
 
 EXPORT_FORMATS = ("torch-export", "onnx")
+CHECKPOINT = "checkpoint/last.pt"  # where ``ir2net train`` keeps a run's resumable state
 
 
 class TrainedModel:
@@ -31,10 +32,15 @@ class TrainedModel:
 def _resolve(target: str | Path, config: Optional[str | Path]) -> tuple[Path, Path]:
     target = Path(target)
     weights = target / "model.pt" if target.is_dir() else target
+    if target.is_dir() and not weights.is_file() and (target / CHECKPOINT).is_file():
+        weights = target / CHECKPOINT  # a run still training: its latest weights
     if not weights.is_file():
         raise artifacts.ArtifactError(
-            f"{weights} does not exist; give a finished run folder (with model.pt) or a model.pt")
+            f"{weights} does not exist; give a run folder (with model.pt, or a {CHECKPOINT} "
+            "while it trains), a model.pt or a checkpoint")
     config_path = Path(config) if config else weights.parent / "config.yaml"
+    if not config and weights.parent.name == "checkpoint":  # <run>/checkpoint/last.pt
+        config_path = weights.parent.parent / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"no config for {weights}: {config_path} does not exist; pass --config "
                           "with the config.yaml of the run that trained it")
@@ -72,6 +78,43 @@ def score(target: str | Path, *, config: Optional[str | Path] = None,
     result = evaluate(trained.model, batches, trained.config["train"]["mixed_precision"])
     return {**result, "weights": str(trained.weights), "device": device,
             "torch_threads": torch.get_num_threads()}
+
+
+def ires_coverage(target: str | Path, lams: list[float], *, variant: Optional[str] = None,
+                  config: Optional[str | Path] = None, data_root: Optional[str | Path] = None,
+                  device: str = "cpu") -> dict:
+    """When would IRes act on these weights?  Eq. 5-9 on every test image, in eval mode:
+    the fraction of input pixels the mask removes at each λ, and the onset, the λ below
+    which it removes nothing from any image (:func:`~ir2net.restriction.restriction_onset`).
+    ``variant`` defaults to the run's own ``ires.variant``."""
+    from .data import build_test_data
+    from .restriction import attention_map, restriction_mask, restriction_onset
+    from .training import resolve_device
+
+    overrides = (f"data.root={data_root}",) if data_root else ()
+    trained = load_trained(target, config=config, overrides=overrides, device=device)
+    variant = variant or trained.config["ires"]["variant"]
+    batches, _ = build_test_data(trained.config, resolve_device(device))
+    removed = torch.zeros(len(lams), dtype=torch.float64)
+    onsets, images = [], 0
+    with torch.no_grad():
+        for batch, _labels in batches:
+            _, features = trained.model(batch, return_attention_source=True)
+            attention = attention_map(features.float(), variant)
+            size = tuple(batch.shape[-2:])
+            onsets.append(restriction_onset(attention, size))
+            for index, lam in enumerate(lams):
+                mask = restriction_mask(attention, size, lam, variant)
+                removed[index] += (1.0 - mask.double().mean(dim=(1, 2, 3))).sum()
+            images += batch.shape[0]
+    onsets = torch.cat(onsets)
+    where = {}
+    if trained.weights.parent.name == "checkpoint":  # a run in progress: say how far it was
+        state = torch.load(trained.weights, map_location="cpu", weights_only=True)
+        where = {"epoch": state["epoch"], "step": state["step"]}
+    return {"weights": str(trained.weights), **where, "variant": variant, "images": images,
+            "onset": {"min": onsets.min().item(), "median": onsets.median().item()},
+            "removed": {lam: (removed[i] / images).item() for i, lam in enumerate(lams)}}
 
 
 def export(target: str | Path, out: str | Path, fmt: str = "torch-export", *,

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["RestrictionRule", "register_rule", "get_rule", "list_rules", "attention_map",
-           "restriction_mask", "InformationRestriction"]
+           "upsample_attention", "restriction_onset", "restriction_mask", "InformationRestriction"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,20 @@ def attention_map(features: torch.Tensor, variant: str | RestrictionRule = "pape
     return get_rule(variant).attention(features)
 
 
+def upsample_attention(attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Eq. 6: the (B, h, w) attention map upsampled to the input's (B, 1, H_in, W_in),
+    bilinearly with ``align_corners=True`` (authors' code)."""
+    return F.interpolate(attention.unsqueeze(1), size=size, mode="bilinear", align_corners=True)
+
+
+def restriction_onset(attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Per image, the λ below which Eq. 9's threshold removes no pixel: the smallest value
+    of the upsampled map over its mean (``(B,)``).  Below it Algorithm 1's masked pass sees
+    the original image."""
+    upsampled = upsample_attention(attention, size)
+    return upsampled.amin(dim=(1, 2, 3)) / upsampled.mean(dim=(1, 2, 3))
+
+
 def restriction_mask(attention: torch.Tensor, size: tuple[int, int], lam: float,
                      variant: str | RestrictionRule = "paper") -> torch.Tensor:
     """Eq. 6-9: the binary (B, 1, H_in, W_in) mask ``F_m`` from a (B, h, w) attention map.
@@ -95,8 +109,7 @@ def restriction_mask(attention: torch.Tensor, size: tuple[int, int], lam: float,
     batch = attention.shape[0]
     if lam == 0.0:
         return attention.new_ones(batch, 1, *size)
-    upsampled = F.interpolate(attention.unsqueeze(1), size=size, mode="bilinear",
-                              align_corners=True)
+    upsampled = upsample_attention(attention, size)
     threshold = lam * upsampled.mean(dim=(2, 3), keepdim=True)
     return rule.keep(upsampled, threshold).to(attention.dtype)
 

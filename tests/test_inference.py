@@ -9,8 +9,8 @@ import torch
 
 from ir2net.cli import main
 from ir2net.config import load_config
-from ir2net.inference import load_trained, score
-from ir2net.training import run
+from ir2net.inference import ires_coverage, load_trained, score
+from ir2net.training import TrainingStopped, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -70,6 +70,34 @@ def test_onnx_export_works_or_names_the_missing_packages(trained, tmp_path, caps
         assert not out.exists()
         return
     assert status == 0 and out.stat().st_size > 0
+
+
+def test_ires_coverage_onset_separates_no_restriction_from_some(trained):
+    folder, _ = trained
+    onset = ires_coverage(folder, [0.5])["onset"]["min"]
+    assert 0.0 < onset < 1.0
+    result = ires_coverage(folder, [0.0, 0.999 * onset, 1.001 * onset, 1.0])
+    removed = list(result["removed"].values())
+    assert result["images"] == 40 and result["variant"] == "authors"
+    assert removed[0] == removed[1] == 0.0  # below the onset: the original images
+    assert 0.0 < removed[2] < removed[3] < 1.0
+    paper = ires_coverage(folder, [1.0], variant="paper")
+    assert paper["variant"] == "paper" and paper["removed"][1.0] > 0.0
+
+
+def test_ires_coverage_reads_a_run_that_is_still_training(tmp_path, capsys):
+    folder = tmp_path / "training"
+    with pytest.raises(TrainingStopped):  # one step, then the budget is spent
+        run(load_config("cifar10_resnet20_bireal", SYNTH + ["train.stop_after=0.000001s"]),
+            folder)
+    assert not (folder / "model.pt").exists()
+    assert main(["ires-coverage", str(folder), "--lam", "0.15", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint/last.pt (epoch 0, step 1)" in out and "40 test images" in out
+    assert "λ = 1     removes" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ires-coverage", str(folder), "--lam", "1.5"])
+    assert exit_info.value.code == 2 and "λ must lie in [0, 1]" in capsys.readouterr().err
 
 
 def finished_longruns():
