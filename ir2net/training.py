@@ -501,7 +501,7 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
 
     last_eval = state.history[-1].get("test") if state.history else None
-    whole_epoch_seconds = []  # epochs this segment trained from their start: its own pace
+    whole_epoch_seconds = []  # this segment's seconds per whole epoch: its own pace
     for epoch in range(state.epoch, epochs):
         if max_steps is not None and state.step >= max_steps:
             break
@@ -526,8 +526,12 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
                             progress_state["images"], ended_by=f"stopped by {stop.reason}")
             raise TrainingStopped(stop.reason, segment.position(epoch, progress_state),
                                   progress_state["step"], out_dir)
-        if resume is None:
-            whole_epoch_seconds.append(seconds)
+        # an epoch trained in part (resumed, or cut by max_steps) is scaled up from its steps,
+        # so that the first estimate after a resume reflects this machine, not the average
+        # of earlier segments
+        trained_steps = stats["step"] - state.step
+        if trained_steps > 0:
+            whole_epoch_seconds.append(seconds * len(data.train) / trained_steps)
         state.partial = None
         state.train_seconds += seconds
         state.images_seen += stats["images"]
