@@ -16,6 +16,7 @@ split across the ranks, every test image is scored once, and only rank 0 writes.
 """
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import time
@@ -501,7 +502,9 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
 
     last_eval = state.history[-1].get("test") if state.history else None
-    whole_epoch_seconds = []  # this segment's seconds per whole epoch: its own pace
+    # this segment's seconds per whole epoch, the last few only: a shared machine's pace
+    # changes as other work comes and goes, and the estimate should follow it
+    whole_epoch_seconds = collections.deque(maxlen=5)
     for epoch in range(state.epoch, epochs):
         if max_steps is not None and state.step >= max_steps:
             break
