@@ -12,7 +12,10 @@ import torch
 import yaml
 
 __all__ = ["atomic_write", "write_text", "write_json", "write_yaml", "save_torch",
-           "load_state_dict", "ArtifactError"]
+           "load_state_dict", "ArtifactError", "CHECKPOINT"]
+
+#: a run's resumable state while it trains, relative to its folder (rewritten atomically)
+CHECKPOINT = Path("checkpoint", "last.pt")
 
 
 _UMASK = os.umask(0)

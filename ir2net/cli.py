@@ -9,13 +9,17 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _set_threads(threads) -> None:
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
 def _train(args) -> int:
     from .config import ConfigError, load_config
     from .training import RESUMABLE_EXIT, TrainingStopped, run
 
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
 
     overrides = list(args.set or ())
     if args.stop_after:
@@ -318,9 +322,7 @@ def _export(args) -> int:
 def _evaluate(args) -> int:
     from .inference import score
 
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     result = score(args.target, config=args.config, data_root=args.data_root, device=args.device)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -333,9 +335,7 @@ def _evaluate(args) -> int:
 def _ires_coverage(args) -> int:
     from .inference import ires_coverage
 
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     result = ires_coverage(args.target, args.lam, variant=args.variant, config=args.config,
                            data_root=args.data_root, device=args.device)
     if args.json:
@@ -395,9 +395,7 @@ def _longrun(args) -> int:
                 f"; about {pace['hours']:.1f} h left at the last segment's pace ({pace['on']})"
             print(f"[{row['priority']}] {row['run']}: {where}{scores}{left}")
         return 0
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     try:
         summaries = continue_runs(plan, args.runs, stop_after=args.stop_after,
                                   data_root=args.data_root, device=args.device)
@@ -449,33 +447,32 @@ def build_parser() -> argparse.ArgumentParser:
                             "error (default) or keep it aside and start again")
     train.set_defaults(func=_train)
 
-    evaluate = sub.add_parser("evaluate", help="score a trained model on its test set")
-    evaluate.add_argument("target", help="a finished run folder, or a model.pt")
-    evaluate.add_argument("--config", help="the run's config.yaml (default: beside model.pt)")
-    evaluate.add_argument("--data-root", "--data", dest="data_root",
-                          help="the dataset on this machine (default: the run's data.root)")
-    evaluate.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                          help="default: cpu (deterministic)")
-    evaluate.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
-    evaluate.add_argument("--json", action="store_true")
+    # what every command that runs trained weights over the test set takes
+    on_test_set = argparse.ArgumentParser(add_help=False)
+    on_test_set.add_argument("target", help="a run folder (finished, or training: its "
+                                            "checkpoint), a model.pt or a checkpoint/last.pt")
+    on_test_set.add_argument("--config", help="the run's config.yaml (default: the run folder's)")
+    on_test_set.add_argument("--data-root", "--data", dest="data_root",
+                             help="the dataset on this machine (default: the run's data.root)")
+    on_test_set.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                             help="default: cpu (deterministic)")
+    on_test_set.add_argument("--threads", type=int,
+                             help="CPU threads for PyTorch (default: all)")
+    on_test_set.add_argument("--json", action="store_true")
+
+    evaluate = sub.add_parser("evaluate", parents=[on_test_set],
+                              help="score a trained model on its test set")
     evaluate.set_defaults(func=_evaluate)
 
     coverage = sub.add_parser(
-        "ires-coverage", help="how much of each test image IRes's mask removes, per λ, "
-                              "with trained weights (Eq. 5-9)")
-    coverage.add_argument("target", help="a run folder (finished, or training: its checkpoint), "
-                                         "a model.pt or a checkpoint/last.pt")
+        "ires-coverage", parents=[on_test_set],
+        help="how much of each test image IRes's mask removes, per λ, with trained weights "
+             "(Eq. 5-9)")
     coverage.add_argument("--lam", type=_lambda, nargs="+",
                           default=[0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0],
                           help="the λ values (default: Figure 7's)")
     coverage.add_argument("--variant", choices=list_rules(),
                           help="IRes variant (default: the run's ires.variant)")
-    coverage.add_argument("--config", help="the run's config.yaml (default: the run folder's)")
-    coverage.add_argument("--data-root", "--data", dest="data_root",
-                          help="the dataset (default: the run's data.root)")
-    coverage.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    coverage.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
-    coverage.add_argument("--json", action="store_true")
     coverage.set_defaults(func=_ires_coverage)
 
     export_model = sub.add_parser("export", help="export a trained model for inference")

@@ -21,7 +21,6 @@ from .config import ConfigError, load_config
 __all__ = ["TrainedModel", "load_trained", "score", "ires_coverage", "export", "EXPORT_FORMATS"]
 
 EXPORT_FORMATS = ("torch-export", "onnx")
-CHECKPOINT = "checkpoint/last.pt"  # where ``ir2net train`` keeps a run's resumable state
 
 
 class TrainedModel:
@@ -29,17 +28,22 @@ class TrainedModel:
         self.model, self.config, self.weights = model, config, weights
 
 
+def _is_checkpoint(weights: Path) -> bool:
+    return weights.parent.name == artifacts.CHECKPOINT.parent.name
+
+
 def _resolve(target: str | Path, config: Optional[str | Path]) -> tuple[Path, Path]:
     target = Path(target)
     weights = target / "model.pt" if target.is_dir() else target
-    if target.is_dir() and not weights.is_file() and (target / CHECKPOINT).is_file():
-        weights = target / CHECKPOINT  # a run still training: its latest weights
+    in_progress = target / artifacts.CHECKPOINT
+    if target.is_dir() and not weights.is_file() and in_progress.is_file():
+        weights = in_progress  # a run still training: its latest weights
     if not weights.is_file():
         raise artifacts.ArtifactError(
-            f"{weights} does not exist; give a run folder (with model.pt, or a {CHECKPOINT} "
-            "while it trains), a model.pt or a checkpoint")
+            f"{weights} does not exist; give a run folder (with model.pt, or a "
+            f"{artifacts.CHECKPOINT} while it trains), a model.pt or a checkpoint")
     config_path = Path(config) if config else weights.parent / "config.yaml"
-    if not config and weights.parent.name == "checkpoint":  # <run>/checkpoint/last.pt
+    if not config and _is_checkpoint(weights):  # <run>/checkpoint/last.pt
         config_path = weights.parent.parent / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"no config for {weights}: {config_path} does not exist; pass --config "
@@ -109,7 +113,7 @@ def ires_coverage(target: str | Path, lams: list[float], *, variant: Optional[st
             images += batch.shape[0]
     onsets = torch.cat(onsets)
     where = {}
-    if trained.weights.parent.name == "checkpoint":  # a run in progress: say how far it was
+    if _is_checkpoint(trained.weights):  # a run in progress: say how far it was
         state = torch.load(trained.weights, map_location="cpu", weights_only=True)
         where = {"epoch": state["epoch"], "step": state["step"]}
     return {"weights": str(trained.weights), **where, "variant": variant, "images": images,

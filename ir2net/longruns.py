@@ -56,7 +56,7 @@ class LongRun:
     def state(self) -> str:
         if (self.folder / "metrics.json").is_file():
             return "complete"
-        if (self.folder / "checkpoint" / "last.pt").is_file():
+        if (self.folder / artifacts.CHECKPOINT).is_file():
             return "training"
         return "not started"
 
@@ -144,8 +144,7 @@ def progress_summary(run: LongRun) -> dict:
     elif run.state == "training":
         import torch
 
-        state = torch.load(run.folder / "checkpoint" / "last.pt", map_location="cpu",
-                           weights_only=True)
+        state = torch.load(run.folder / artifacts.CHECKPOINT, map_location="cpu", weights_only=True)
         history = state["history"]
         tested = [record for record in history if "test" in record]
         summary.update(epochs_done=state["epoch"], epochs=state["config"]["train"]["epochs"],
@@ -233,7 +232,7 @@ def _finish(plan: Plan, run: LongRun, data_root: Path) -> None:
         result = score(run.folder, data_root=data_root, device="cpu")
         artifacts.write_json(run.folder / CPU_CHECK, {
             key: result[key] for key in ("top1", "top5", "loss", "images", "device")})
-    shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
+    shutil.rmtree(run.folder / artifacts.CHECKPOINT.parent, ignore_errors=True)
     target = plan.records / run.run_id
     for name in ("metrics.json", "config.yaml"):
         artifacts.write_text(target / name, (run.folder / name).read_text())

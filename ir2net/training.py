@@ -410,7 +410,7 @@ def run(config: dict, out_dir: str | Path, on_config_change: str = "error") -> d
             return done
         raise TrainingError(f"{out_dir} already holds a finished run of a different config; "
                             "use another --out folder or delete it")
-    checkpoint_path = out_dir / "checkpoint" / "last.pt"
+    checkpoint_path = out_dir / artifacts.CHECKPOINT
     checkpoint = load_checkpoint(checkpoint_path, digest, on_config_change)
     context = from_environment()
     batch = config["train"]["batch_size"]
