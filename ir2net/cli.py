@@ -374,11 +374,35 @@ def _plan(args) -> int:
     return 0
 
 
+def _longrun_segments(args) -> int:
+    """Every segment of the named runs (default: all): when, where, which epochs, how long."""
+    from .longruns import read_progress
+    from .reporting.tables import printed, segments_table, to_markdown
+
+    progress = read_progress(args.folder)
+    unknown = set(args.runs) - {entry["run"] for entry in progress}
+    if unknown:
+        print(f"ir2net longrun: not in {args.folder}/plan.yaml: {', '.join(sorted(unknown))}",
+              file=sys.stderr)
+        return 2
+    frame = segments_table([entry for entry in progress
+                            if not args.runs or entry["run"] in args.runs])
+    if args.json:
+        print(frame.to_json(orient="records", indent=2))
+    elif frame.empty:
+        print("no segment has trained yet")
+    else:
+        print(to_markdown(*printed("segments", frame)), end="")
+    return 0
+
+
 def _longrun(args) -> int:
     from .longruns import continue_runs, load_plan, run_status
     from .training import RESUMABLE_EXIT, TrainingStopped
 
     plan = load_plan(args.folder)
+    if args.action == "segments":
+        return _longrun_segments(args)
     if args.action == "status":
         rows = run_status(plan)
         if args.json:
@@ -499,11 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=_plan)
 
     longrun = sub.add_parser("longrun", help="the published-schedule runs kept in the "
-                                             "repository (results/longruns/): status, continue")
-    longrun.add_argument("action", choices=("status", "continue"))
+                                             "repository (results/longruns/): status, "
+                                             "continue, segments")
+    longrun.add_argument("action", choices=("status", "continue", "segments"))
     longrun.add_argument("runs", nargs="*", metavar="RUN",
                          help="run ids to continue (default: every unfinished run of the most "
-                              "urgent priority in plan.yaml)")
+                              "urgent priority in plan.yaml) or whose segments to list "
+                              "(default: all)")
     longrun.add_argument("--folder", default="results/longruns",
                          help="the long runs' folder, holding plan.yaml (default: %(default)s)")
     longrun.add_argument("--stop-after", metavar="DURATION",
@@ -513,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "data_root)")
     longrun.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     longrun.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all)")
-    longrun.add_argument("--json", action="store_true", help="status as JSON")
+    longrun.add_argument("--json", action="store_true", help="status or segments as JSON")
     longrun.set_defaults(func=_longrun)
 
     from .complexity import CONVENTIONS, VARIANTS

@@ -92,6 +92,13 @@ def test_continue_trains_in_segments_and_finishes_into_the_records(tmp_path, cap
     cpu_check = json.loads((run_folder / "cpu_evaluation.json").read_text())
     assert cpu_check["top1"] == metrics["final"]["top1"] and cpu_check["device"] == "cpu"
 
+    capsys.readouterr()
+    assert main(["longrun", "segments", "ir2net", "--folder", str(folder)]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == 2 and all("| eager " in row for row in rows)
+    assert main(["longrun", "segments", "no-such-run", "--folder", str(folder)]) == 2
+    assert "not in" in capsys.readouterr().err
+
     # the same run, trained without interruption, ends identical
     whole = run(load_config(str(run_folder / "config.yaml")), tmp_path / "whole")
     assert whole["history"] == metrics["history"] and whole["best"] == metrics["best"]
@@ -210,6 +217,30 @@ def test_the_published_rows_name_binary_convolutions_only_for_binary_models():
             [row.replace("|", " ") for row in entry["rows"].values()]), "hardware"]
         named = labels.str.contains("binary convs").all()
         assert named == (precision[entry["run"]] == "binary"), (entry["run"], list(labels))
+
+
+def test_the_committed_segments_account_for_every_epoch_and_hour():
+    """The segments table is the record of which machine trained which epochs: for each
+    committed run its segments follow one another without a gap or an overlap from epoch 0
+    to where the run stands, and their wall times add up to the run's."""
+    from ir2net.longruns import read_progress
+    from ir2net.reporting.tables import segments_table
+
+    progress = read_progress(ROOT / "results" / "longruns")
+    table = segments_table(progress)
+    for entry in progress:
+        segments = table[table["run"] == entry["run"]]
+        if entry["state"] == "not started":
+            assert segments.empty
+            continue
+        assert list(segments["segment"]) == list(range(1, len(entry["segments"]) + 1))
+        assert segments["start_epoch"].iloc[0] == 0
+        assert (segments["start_epoch"].iloc[1:].to_numpy()
+                == segments["end_epoch"].iloc[:-1].to_numpy()).all(), entry["run"]
+        # epochs_done counts whole epochs; a segment can stop inside one
+        assert 0 <= segments["end_epoch"].iloc[-1] - entry["epochs_done"] < 1
+        assert segments["wall_seconds"].sum() / 3600 == pytest.approx(entry["wall_hours"],
+                                                                       abs=1e-3)
 
 
 def test_finished_long_runs_render_as_the_paper_profiles_tables(tmp_path):

@@ -91,7 +91,8 @@ def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: s
                   "train on the CIFAR-10 copy that `results/longruns/plan.yaml` names; "
                   "`results/longruns/README.md` says which copy trained the committed runs and "
                   "what is known of their gap to the paper.", ""]
-    for name in TABLE_NAMES:
+    # the segments table is provenance, so it sits with the provenance at the end
+    for name in (name for name in TABLE_NAMES if name != "segments"):
         if (tables_dir / f"{name}.md").is_file():
             lines += [f"## {CAPTIONS[name]}", "", (tables_dir / f"{name}.md").read_text(), ""]
     images = []
@@ -118,6 +119,8 @@ def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: s
               "Each row names the data its run trained on. Wall times, hosts and every "
               "training segment are in each run's `metrics.json`.",
               "", to_markdown(provenance) if not provenance.empty else "(no finished runs)", ""]
+    if (tables_dir / "segments.md").is_file():
+        lines += [f"## {CAPTIONS['segments']}", "", (tables_dir / "segments.md").read_text(), ""]
     if divergences and Path(divergences).is_file():
         text = Path(divergences).read_text().replace("# Where", "## Where", 1)
         lines += [text, ""]

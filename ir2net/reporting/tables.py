@@ -27,18 +27,22 @@ from ..experiments import role_label
 from .records import roles
 
 __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "CAPTIONS", "build_tables",
-           "accuracy_tables", "complexity_tables", "published_table", "write_tables",
+           "accuracy_tables", "complexity_tables", "published_table", "segments_table",
+           "write_tables",
            "printed", "to_markdown", "segments_hardware"]
 
-ACCURACY_TABLES = ("published", "table1", "table3", "table4")
+ACCURACY_TABLES = ("published", "segments", "table1", "table3", "table4")
 COMPLEXITY_TABLES = ("table2", "table5", "table6")
-TABLE_NAMES = ("published", "table1", "table2", "table3", "table4", "table5", "table6")
+TABLE_NAMES = ("published", "segments", "table1", "table2", "table3", "table4", "table5", "table6")
 ROMAN_TABLES = {"table1": "Table I", "table3": "Table III"}
 
 CAPTIONS = {
     "published": "Tables I and III at the published schedule (500 epochs, all 50,000 training "
                  "images; results/longruns), top-1 %. Best is the best epoch's test score, as the "
                  "authors report it (selected on the test set); final is the last epoch's",
+    "segments": "Training segments of the published-schedule runs (results/longruns): when, "
+                "on which machine and step each trained which epochs, its wall time and "
+                "training img/s (CPU segments often beside other work)",
     "table1": "Table I: ablation on CIFAR-10, ResNet-20 (Bi-Real structure), top-1 %",
     "table2": "Table II: r and g on CIFAR-10 with the Eq. 17 / Eq. 18 costs",
     "table3": "Table III: CIFAR-10 comparison, top-1 % (* = Bi-Real structure)",
@@ -91,15 +95,19 @@ def _paper_top1(paper: dict, table: str, row: str) -> Optional[float]:
     return None
 
 
+def _machine(segment: dict) -> str:
+    hardware = segment.get("hardware", {})
+    threads = hardware.get("torch_threads")
+    return hardware.get("gpu") or \
+        f"{hardware.get('cpu')} ({threads} thread{'' if threads == 1 else 's'})"
+
+
 def segments_hardware(segments: list[dict], binary: bool = True) -> str:
     """Each distinct machine and precision that trained a run, in order (a full-precision
     model has no binary convolutions, so their dtype is not named)."""
     seen = []
     for segment in segments:
-        hardware = segment.get("hardware", {})
-        threads = hardware.get("torch_threads")
-        name = hardware.get("gpu") or \
-            f"{hardware.get('cpu')} ({threads} thread{'' if threads == 1 else 's'})"
+        name = _machine(segment)
         precision = segment.get("precision", {})
         if binary:
             name += f", binary convs {precision.get('binary_dtype')}"
@@ -108,6 +116,53 @@ def segments_hardware(segments: list[dict], binary: bool = True) -> str:
         if name not in seen:
             seen.append(name)
     return "; ".join(seen)
+
+
+def _utc_span(started: Optional[str], ended: Optional[str]) -> str:
+    """``2026-11-26 09:14-12:13`` (UTC), or both dates where a segment ran past midnight."""
+    if not started or not ended:
+        return ""
+    start_day, start_time = started[:10], started[11:16]
+    end_day, end_time = ended[:10], ended[11:16]
+    if start_day == end_day:
+        return f"{start_day} {start_time}-{end_time}"
+    return f"{start_day} {start_time} - {end_day} {end_time}"
+
+
+def _method(entry: dict) -> str:
+    rows = entry.get("rows", {})
+    return (rows.get("table1") or next(iter(rows.values()), entry["run"])).replace("|", " ")
+
+
+def segments_table(progress: list[dict]) -> pd.DataFrame:
+    """One row per training segment of each published-schedule run (``progress.json``'s
+    ``segments``), in the order they trained: the record of which hardware trained which
+    epochs and for how long, that the closing of a run cites."""
+    rows = []
+    for entry in progress:
+        for number, segment in enumerate(entry.get("segments") or [], start=1):
+            ranks = segment.get("world_size") or 1
+            machine = _machine(segment) + (f", {ranks} ranks ({segment.get('data_parallel')})"
+                                           if ranks > 1 else "")
+            rows.append({"method": _method(entry), "run": entry["run"], "segment": number,
+                         "when": _utc_span(segment.get("started_at"), segment.get("ended_at")),
+                         "started_at": segment.get("started_at"),
+                         "ended_at": segment.get("ended_at"), "machine": machine,
+                         "world_size": ranks, "data_parallel": segment.get("data_parallel"),
+                         "train_step": segment.get("train_step"),
+                         "binary_dtype": (segment.get("precision") or {}).get("binary_dtype")
+                         if entry.get("model_precision") != "fp" else None,
+                         "start_epoch": segment.get("start_epoch"),
+                         "end_epoch": segment.get("end_epoch"), "steps": segment.get("steps"),
+                         "wall_seconds": segment.get("wall_seconds"),
+                         "images_per_s": segment.get("images_per_s"),
+                         "ended_by": segment.get("ended_by"), "commit": segment.get("commit"),
+                         "torch": segment.get("torch")})
+    return pd.DataFrame(rows, columns=["method", "run", "segment", "when", "started_at", "ended_at",
+                                       "machine", "world_size", "data_parallel", "train_step",
+                                       "binary_dtype", "start_epoch", "end_epoch", "steps",
+                                       "wall_seconds", "images_per_s", "ended_by", "commit",
+                                       "torch"])
 
 
 def published_table(progress: list[dict]) -> pd.DataFrame:
@@ -147,6 +202,7 @@ def accuracy_tables(plan: dict, records: dict,
     tables = {}
     if longruns is not None:
         tables["published"] = published_table(longruns)
+        tables["segments"] = segments_table(longruns)
 
     top1 = _role_values(plan, records, "table1")
     tables["table1"] = pd.DataFrame([
@@ -228,6 +284,12 @@ def _plain(value) -> str:
     return str(value)
 
 
+def _step_name(value) -> str:
+    """The step's name without the why (the why, often long, stays in the .csv); segments
+    recorded before the step was, say so."""
+    return "not recorded" if _missing(value) else str(value).split(" (", 1)[0]
+
+
 @dataclass(frozen=True)
 class Column:
     """One printed column: the frame's column, its header, how a value is written, and
@@ -253,6 +315,18 @@ PRINTED = {
                   Column("best_minus_paper_top1", "Best − paper", _signed, True),
                   Column("wall_hours", "Wall h", lambda v: "" if _missing(v) else f"{v:.1f}", True),
                   Column("hardware", "Hardware, precision")],
+    "segments": [Column("method", "Method"), Column("segment", "#", _plain, True),
+                 Column("when", "UTC"), Column("machine", "Machine"),
+                 Column("train_step", "Step", _step_name), Column("binary_dtype", "Binary convs"),
+                 Column("start_epoch", "From epoch", lambda v: "" if _missing(v) else f"{v:.1f}",
+                        True),
+                 Column("end_epoch", "To epoch", lambda v: "" if _missing(v) else f"{v:.1f}",
+                        True),
+                 Column("wall_seconds", "Wall s", lambda v: "" if _missing(v) else f"{v:,.0f}",
+                        True),
+                 Column("images_per_s", "img/s", lambda v: "" if _missing(v) else f"{v:,.0f}",
+                        True),
+                 Column("commit", "Commit")],
     "table1": [Column("method", "Method"), Column("bits", "W/A"), _acc("paper_top1", "Paper", False),
                _acc("final_top1", "Final"), _acc("best_top1", "Best"),
                Column("best_minus_paper_top1", "Best − paper", _signed, True),
