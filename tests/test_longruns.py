@@ -243,6 +243,30 @@ def test_the_committed_segments_account_for_every_epoch_and_hour():
                                                                        abs=1e-3)
 
 
+def test_matched_epochs_compare_a_run_with_the_baseline_over_the_same_epochs():
+    """A run that has trained 75 epochs is compared with the Baseline over epochs 1-50 and
+    51-75 (not the Baseline's 51-100); without a Baseline there is nothing to match."""
+    from ir2net.reporting.tables import matched_epochs_table
+
+    def history(epochs, test, train):
+        return [{"epoch": e, "train_top1": train(e), "test": {"top1": test(e)}}
+                for e in range(1, epochs + 1)]
+
+    baseline = {"run": "base", "rows": {"table1": "Baseline"},
+                "history": history(120, lambda e: float(e), lambda e: 2.0 * e)}
+    ir2net = {"run": "ir2net", "rows": {"table1": "IRes+CIRec", "table3": "ResNet-20|IR²Net*"},
+              "history": history(75, lambda e: e + 3.0, lambda e: 2.0 * e + 1)}
+    table = matched_epochs_table([baseline, ir2net, {"run": "idle", "state": "not started",
+                                                     "rows": {"table1": "IRes"}}])
+    assert list(table["epochs"]) == ["1-50", "51-75"]
+    assert list(table["epoch_count"]) == [50, 25]
+    assert list(table["baseline_test_top1"]) == [25.5, 63.0]  # mean of 51..75, not 51..100
+    assert list(table["test_top1_difference"]) == [3.0, 3.0]
+    assert list(table["baseline_train_top1"]) == [51.0, 126.0]
+    assert table["paper_difference"].tolist() == pytest.approx([2.0, 2.0])  # 87.2 - 85.2
+    assert matched_epochs_table([ir2net]).empty
+
+
 def test_finished_long_runs_render_as_the_paper_profiles_tables(tmp_path):
     """A finished published-schedule run joins the paper profile's records with the profile's
     run table, so `ir2net render --records results/records/paper` fills its Table I row."""

@@ -86,8 +86,9 @@ def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: s
              "(it selects the epoch on the test set, so it is optimistic); the paper is compared "
              "with *best*.", ""]
     if (tables_dir / "published.md").is_file():
-        lines += ["The first table is not this profile's: it shows the runs at the paper's own "
-                  "schedule kept in `results/longruns/`, with how far each has trained. They "
+        lines += ["The first two tables are not this profile's: they show the runs at the "
+                  "paper's own schedule kept in `results/longruns/`, with how far each has "
+                  "trained, and each beside the Baseline over the same epochs. They "
                   "train on the CIFAR-10 copy that `results/longruns/plan.yaml` names; "
                   "`results/longruns/README.md` says which copy trained the committed runs and "
                   "what is known of their gap to the paper.", ""]

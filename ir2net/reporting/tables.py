@@ -27,19 +27,24 @@ from ..experiments import role_label
 from .records import roles
 
 __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "CAPTIONS", "build_tables",
-           "accuracy_tables", "complexity_tables", "published_table", "segments_table",
+           "accuracy_tables", "complexity_tables", "published_table", "matched_epochs_table",
+           "segments_table",
            "write_tables",
            "printed", "to_markdown", "segments_hardware"]
 
-ACCURACY_TABLES = ("published", "segments", "table1", "table3", "table4")
+ACCURACY_TABLES = ("published", "matched", "segments", "table1", "table3", "table4")
 COMPLEXITY_TABLES = ("table2", "table5", "table6")
-TABLE_NAMES = ("published", "segments", "table1", "table2", "table3", "table4", "table5", "table6")
+TABLE_NAMES = ("published", "matched", "segments", "table1", "table2", "table3", "table4", "table5", "table6")
 ROMAN_TABLES = {"table1": "Table I", "table3": "Table III"}
 
 CAPTIONS = {
     "published": "Tables I and III at the published schedule (500 epochs, all 50,000 training "
                  "images; results/longruns), top-1 %. Best is the best epoch's test score, as the "
                  "authors report it (selected on the test set); final is the last epoch's",
+    "matched": "The published-schedule runs against the Baseline at matched epochs: mean test "
+               "(and train, under augmentation) top-1 % over each 50 epochs a run has trained, "
+               "the Baseline's over the very same epochs, and the difference beside the "
+               "paper's (its final scores' difference)",
     "segments": "Training segments of the published-schedule runs (results/longruns): when, "
                 "on which machine and step each trained which epochs, its wall time and "
                 "training img/s (CPU segments often beside other work)",
@@ -165,6 +170,50 @@ def segments_table(progress: list[dict]) -> pd.DataFrame:
                                        "torch"])
 
 
+#: epochs per window of the matched-epochs table: ten windows over the 500-epoch schedule
+MATCHED_WINDOW = 50
+
+
+def matched_epochs_table(progress: list[dict], window: int = MATCHED_WINDOW) -> pd.DataFrame:
+    """Each published-schedule run beside the Baseline over the same epochs, ``window`` at a
+    time: how far ahead or behind a method is while it trains, long before its final epoch.
+    A window the run has only partly trained compares just the epochs it has (column
+    ``epochs``); the paper's difference is its Table I (or III) top-1 minus the Baseline's."""
+    columns = ["method", "run", "epochs", "epoch_count", "test_top1", "baseline_test_top1",
+               "test_top1_difference", "paper_difference", "train_top1", "baseline_train_top1"]
+    baseline = next((entry for entry in progress
+                     if entry.get("rows", {}).get("table1") == "Baseline"), None)
+    if baseline is None or not baseline.get("history"):
+        return pd.DataFrame([], columns=columns)
+    paper = paper_values()
+    base = {record["epoch"]: record for record in baseline["history"]}
+    base_paper = _paper_top1(paper, "table1", "Baseline")
+    rows = []
+    for entry in progress:
+        if entry is baseline or not entry.get("history"):
+            continue
+        table, row = next(iter(entry["rows"].items()))
+        reference = _paper_top1(paper, table, row)
+        history = [record for record in entry["history"] if record["epoch"] in base]
+        for start in range(1, max(record["epoch"] for record in history) + 1, window):
+            records = [r for r in history if start <= r["epoch"] < start + window]
+            if not records:
+                continue
+            epochs = [r["epoch"] for r in records]
+            test = sum(r["test"]["top1"] for r in records) / len(records)
+            base_test = sum(base[e]["test"]["top1"] for e in epochs) / len(epochs)
+            rows.append({"method": _method(entry), "run": entry["run"],
+                         "epochs": f"{epochs[0]}-{epochs[-1]}", "epoch_count": len(epochs),
+                         "test_top1": test, "baseline_test_top1": base_test,
+                         "test_top1_difference": test - base_test,
+                         "paper_difference": (None if reference is None or base_paper is None
+                                              else reference - base_paper),
+                         "train_top1": sum(r["train_top1"] for r in records) / len(records),
+                         "baseline_train_top1": sum(base[e]["train_top1"] for e in epochs)
+                         / len(epochs)})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def published_table(progress: list[dict]) -> pd.DataFrame:
     """Table I / III rows at the published schedule (results/longruns/): each run's state
     (epoch k of 500, or complete), its last and best test top-1 so far, and the paper's."""
@@ -202,6 +251,7 @@ def accuracy_tables(plan: dict, records: dict,
     tables = {}
     if longruns is not None:
         tables["published"] = published_table(longruns)
+        tables["matched"] = matched_epochs_table(longruns)
         tables["segments"] = segments_table(longruns)
 
     top1 = _role_values(plan, records, "table1")
@@ -315,6 +365,12 @@ PRINTED = {
                   Column("best_minus_paper_top1", "Best − paper", _signed, True),
                   Column("wall_hours", "Wall h", lambda v: "" if _missing(v) else f"{v:.1f}", True),
                   Column("hardware", "Hardware, precision")],
+    "matched": [Column("method", "Method"), Column("epochs", "Epochs"),
+                _acc("test_top1", "Test", False), _acc("baseline_test_top1", "Baseline test", False),
+                Column("test_top1_difference", "Difference", _signed, True),
+                Column("paper_difference", "Paper's difference", _signed, True),
+                _acc("train_top1", "Train", False),
+                _acc("baseline_train_top1", "Baseline train", False)],
     "segments": [Column("method", "Method"), Column("segment", "#", _plain, True),
                  Column("when", "UTC"), Column("machine", "Machine"),
                  Column("train_step", "Step", _step_name), Column("binary_dtype", "Binary convs"),

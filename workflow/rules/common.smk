@@ -157,7 +157,7 @@ def table1_weights():
 
 LONGRUNS = config["longruns_dir"]
 WITH_LONGRUNS = bool(LONGRUNS) and Path(LONGRUNS, "plan.yaml").is_file()
-ACCURACY_TABLES = ((["published", "segments"] if WITH_LONGRUNS else [])
+ACCURACY_TABLES = ((["published", "matched", "segments"] if WITH_LONGRUNS else [])
                    + ["table1", "table3", "table4"])
 COMPLEXITY_TABLES = ["table2", "table5", "table6"]
 
