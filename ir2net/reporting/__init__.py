@@ -10,6 +10,7 @@ from .tables import (ACCURACY_TABLES, CAPTIONS, COMPLEXITY_TABLES, TABLE_NAMES, 
 
 __all__ = ["load_records", "load_plan", "export_records", "roles", "RUN_TABLE", "build_tables",
            "accuracy_tables", "complexity_tables", "published_table", "matched_epochs_table",
-           "segments_table", "write_tables", "TABLE_NAMES", "ACCURACY_TABLES", "COMPLEXITY_TABLES", "CAPTIONS", "figure7",
+           "segments_table", "write_tables", "TABLE_NAMES", "ACCURACY_TABLES",
+           "COMPLEXITY_TABLES", "CAPTIONS", "figure7",
            "coverage_figure", "training_curves", "paper_comparison", "attention_figure",
            "save_figure", "write_report"]

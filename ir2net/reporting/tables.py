@@ -28,13 +28,12 @@ from .records import roles
 
 __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "CAPTIONS", "build_tables",
            "accuracy_tables", "complexity_tables", "published_table", "matched_epochs_table",
-           "segments_table",
-           "write_tables",
-           "printed", "to_markdown", "segments_hardware"]
+           "segments_table", "write_tables", "printed", "to_markdown", "segments_hardware"]
 
 ACCURACY_TABLES = ("published", "matched", "segments", "table1", "table3", "table4")
 COMPLEXITY_TABLES = ("table2", "table5", "table6")
-TABLE_NAMES = ("published", "matched", "segments", "table1", "table2", "table3", "table4", "table5", "table6")
+TABLE_NAMES = ("published", "matched", "segments", "table1", "table2", "table3", "table4",
+               "table5", "table6")
 ROMAN_TABLES = {"table1": "Table I", "table3": "Table III"}
 
 CAPTIONS = {
@@ -163,11 +162,11 @@ def segments_table(progress: list[dict]) -> pd.DataFrame:
                          "images_per_s": segment.get("images_per_s"),
                          "ended_by": segment.get("ended_by"), "commit": segment.get("commit"),
                          "torch": segment.get("torch")})
-    return pd.DataFrame(rows, columns=["method", "run", "segment", "when", "started_at", "ended_at",
-                                       "machine", "world_size", "data_parallel", "train_step",
-                                       "binary_dtype", "start_epoch", "end_epoch", "steps",
-                                       "wall_seconds", "images_per_s", "ended_by", "commit",
-                                       "torch"])
+    return pd.DataFrame(rows, columns=["method", "run", "segment", "when", "started_at",
+                                       "ended_at", "machine", "world_size", "data_parallel",
+                                       "train_step", "binary_dtype", "start_epoch", "end_epoch",
+                                       "steps", "wall_seconds", "images_per_s", "ended_by",
+                                       "commit", "torch"])
 
 
 #: epochs per window of the matched-epochs table: ten windows over the 500-epoch schedule
@@ -195,6 +194,8 @@ def matched_epochs_table(progress: list[dict], window: int = MATCHED_WINDOW) -> 
         table, row = next(iter(entry["rows"].items()))
         reference = _paper_top1(paper, table, row)
         history = [record for record in entry["history"] if record["epoch"] in base]
+        if not history:
+            continue
         for start in range(1, max(record["epoch"] for record in history) + 1, window):
             records = [r for r in history if start <= r["epoch"] < start + window]
             if not records:
@@ -366,14 +367,16 @@ PRINTED = {
                   Column("wall_hours", "Wall h", lambda v: "" if _missing(v) else f"{v:.1f}", True),
                   Column("hardware", "Hardware, precision")],
     "matched": [Column("method", "Method"), Column("epochs", "Epochs"),
-                _acc("test_top1", "Test", False), _acc("baseline_test_top1", "Baseline test", False),
+                _acc("test_top1", "Test", False),
+                _acc("baseline_test_top1", "Baseline test", False),
                 Column("test_top1_difference", "Difference", _signed, True),
                 Column("paper_difference", "Paper's difference", _signed, True),
                 _acc("train_top1", "Train", False),
                 _acc("baseline_train_top1", "Baseline train", False)],
     "segments": [Column("method", "Method"), Column("segment", "#", _plain, True),
                  Column("when", "UTC"), Column("machine", "Machine"),
-                 Column("train_step", "Step", _step_name), Column("binary_dtype", "Binary convs"),
+                 Column("train_step", "Step", _step_name),
+                 Column("binary_dtype", "Binary convs"),
                  Column("start_epoch", "From epoch", lambda v: "" if _missing(v) else f"{v:.1f}",
                         True),
                  Column("end_epoch", "To epoch", lambda v: "" if _missing(v) else f"{v:.1f}",
