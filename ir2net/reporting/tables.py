@@ -335,6 +335,11 @@ def _plain(value) -> str:
     return str(value)
 
 
+def _formatted(spec: str) -> Callable:
+    """A number written with the format ``spec``; a missing one as an empty cell."""
+    return lambda value: "" if _missing(value) else format(value, spec)
+
+
 def _step_name(value) -> str:
     """The step's name without the why (the why, often long, stays in the .csv); segments
     recorded before the step was, say so."""
@@ -364,7 +369,7 @@ PRINTED = {
                   Column("final_minus_paper_top1", "Last − paper", _signed, True),
                   _acc("best_top1", "Best", False), Column("best_epoch", "Best epoch", _plain, True),
                   Column("best_minus_paper_top1", "Best − paper", _signed, True),
-                  Column("wall_hours", "Wall h", lambda v: "" if _missing(v) else f"{v:.1f}", True),
+                  Column("wall_hours", "Wall h", _formatted(".1f"), True),
                   Column("hardware", "Hardware, precision")],
     "matched": [Column("method", "Method"), Column("epochs", "Epochs"),
                 _acc("test_top1", "Test", False),
@@ -377,14 +382,10 @@ PRINTED = {
                  Column("when", "UTC"), Column("machine", "Machine"),
                  Column("train_step", "Step", _step_name),
                  Column("binary_dtype", "Binary convs"),
-                 Column("start_epoch", "From epoch", lambda v: "" if _missing(v) else f"{v:.1f}",
-                        True),
-                 Column("end_epoch", "To epoch", lambda v: "" if _missing(v) else f"{v:.1f}",
-                        True),
-                 Column("wall_seconds", "Wall s", lambda v: "" if _missing(v) else f"{v:,.0f}",
-                        True),
-                 Column("images_per_s", "img/s", lambda v: "" if _missing(v) else f"{v:,.0f}",
-                        True),
+                 Column("start_epoch", "From epoch", _formatted(".1f"), True),
+                 Column("end_epoch", "To epoch", _formatted(".1f"), True),
+                 Column("wall_seconds", "Wall s", _formatted(",.0f"), True),
+                 Column("images_per_s", "img/s", _formatted(",.0f"), True),
                  Column("commit", "Commit")],
     "table1": [Column("method", "Method"), Column("bits", "W/A"), _acc("paper_top1", "Paper", False),
                _acc("final_top1", "Final"), _acc("best_top1", "Best"),
