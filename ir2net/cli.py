@@ -323,12 +323,15 @@ def _evaluate(args) -> int:
     from .inference import score
 
     _set_threads(args.threads)
-    result = score(args.target, config=args.config, data_root=args.data_root, device=args.device)
+    result = score(args.target, config=args.config, data_root=args.data_root, device=args.device,
+                   split=args.split)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        images = ("test images" if args.split == "test"
+                  else "training images, without augmentation")
         print(f"{result['weights']}: top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}% on "
-              f"{result['images']} test images ({result['device']})")
+              f"{result['images']} {images} ({result['device']})")
     return 0
 
 
@@ -486,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", parents=[on_test_set],
                               help="score a trained model on its test set")
+    evaluate.add_argument("--split", choices=("test", "train"), default="test",
+                          help="train: score the training images with the test-time pipeline "
+                               "(no augmentation), i.e. how well the model fits them")
     evaluate.set_defaults(func=_evaluate)
 
     coverage = sub.add_parser(

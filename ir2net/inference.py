@@ -71,16 +71,18 @@ def load_trained(target: str | Path, *, config: Optional[str | Path] = None,
 
 
 def score(target: str | Path, *, config: Optional[str | Path] = None,
-          data_root: Optional[str | Path] = None, device: str = "cpu") -> dict:
-    """Top-1, top-5, loss and the number of images scored on the run's test set."""
+          data_root: Optional[str | Path] = None, device: str = "cpu",
+          split: str = "test") -> dict:
+    """Top-1, top-5, loss and the number of images scored on the run's test set, or with
+    ``split="train"`` on its training images without augmentation (how well it fits them)."""
     from .data import build_test_data
     from .training import evaluate, resolve_device
 
     overrides = (f"data.root={data_root}",) if data_root else ()
     trained = load_trained(target, config=config, overrides=overrides, device=device)
-    batches, _ = build_test_data(trained.config, resolve_device(device))
+    batches, _ = build_test_data(trained.config, resolve_device(device), split)
     result = evaluate(trained.model, batches, trained.config["train"]["mixed_precision"])
-    return {**result, "weights": str(trained.weights), "device": device,
+    return {**result, "split": split, "weights": str(trained.weights), "device": device,
             "torch_threads": torch.get_num_threads()}
 
 

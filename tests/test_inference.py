@@ -37,6 +37,18 @@ def test_evaluate_gives_the_recorded_final_score(trained, capsys):
     assert again["top1"] == metrics["final"]["top1"]
 
 
+def test_evaluate_scores_the_training_images_without_augmentation(trained, capsys):
+    folder, metrics = trained
+    assert main(["evaluate", str(folder), "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "on 64 training images, without augmentation" in out
+    fit = score(folder, split="train")
+    assert fit["split"] == "train" and fit["images"] == 64
+    # the same weights over other images: a score of its own, not the test set's again
+    assert (fit["top1"], fit["loss"]) != (metrics["final"]["top1"], metrics["final"]["loss"])
+    assert score(folder, split="train") == fit  # deterministic: no augmentation draws
+
+
 def test_evaluate_without_a_config_says_what_to_pass(trained, tmp_path, capsys):
     folder, _ = trained
     lonely = tmp_path / "model.pt"

@@ -106,15 +106,19 @@ def build_data(config: dict, device: torch.device, context=None) -> DataBundle:
     return DataBundle(train, test, len(classes), description)
 
 
-def build_test_data(config: dict, device: torch.device):
-    """Only the test pipeline of a config (scoring a trained model): ``(batches, classes)``."""
+def build_test_data(config: dict, device: torch.device, split: str = "test"):
+    """The test-time pipeline of a config (scoring a trained model): ``(batches, classes)``.
+    ``split="train"`` runs it over the training images (with ``data.train_subset``): no
+    augmentation, so a model's score there is how well it fits its training data."""
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', not {split!r}")
     data_cfg = config["data"]
     batch_size, channels_last = config["eval"]["batch_size"], config["train"]["channels_last"]
     if data_cfg["dataset"] == "imagenet":
         test = EpochSeededLoader(build_imagefolder_loader(
-            data_cfg, "test", batch_size, train=False, seed=config["seed"]),
+            data_cfg, split, batch_size, train=False, seed=config["seed"]),
             config["seed"], device, channels_last)
         return test, test.loader.dataset.classes
-    split = balanced_subset(load_small_split(data_cfg, "test"), data_cfg["test_subset"])
-    return (TensorBatches(split, batch_size, device, train=False, channels_last=channels_last),
-            split.classes)
+    split_data = balanced_subset(load_small_split(data_cfg, split), data_cfg[f"{split}_subset"])
+    return (TensorBatches(split_data, batch_size, device, train=False, channels_last=channels_last),
+            split_data.classes)
