@@ -158,3 +158,22 @@ def test_uint8_batches_normalised_on_the_device_equal_the_per_image_float_pipeli
         assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32)
         assert torch.equal(images, expected) and torch.equal(labels, expected_labels)
     assert shipped[0][0].std() > 0.1  # a real image, normalised
+
+
+def test_scoring_pipeline_runs_over_either_split_without_augmentation(tiny_imagenet):
+    from ir2net.data import build_test_data
+
+    config = stage_config("imagenet_stage1", tiny_imagenet)
+
+    def images(split):
+        batches, classes = build_test_data(config, torch.device("cpu"), split)
+        batches.set_epoch(0)
+        return classes, torch.cat([images for images, _ in batches])
+
+    classes, test = images("test")
+    train_classes, train = images("train")
+    assert classes == train_classes == ["n00", "n01", "n02", "n03"]
+    assert test.shape == (12, 3, 32, 32) and train.shape == (24, 3, 32, 32)
+    assert torch.equal(images("train")[1], train)  # centre crops: no random draw
+    with pytest.raises(ValueError, match="split must be 'test' or 'train'"):
+        build_test_data(config, torch.device("cpu"), "val")
