@@ -488,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     on_test_set.add_argument("--json", action="store_true")
 
     evaluate = sub.add_parser("evaluate", parents=[on_test_set],
-                              help="score a trained model on its test set")
+                              help="score a trained model on its test set (or, with "
+                                   "--split train, on its training images)")
     evaluate.add_argument("--split", choices=("test", "train"), default="test",
                           help="train: score the training images with the test-time pipeline "
                                "(no augmentation), i.e. how well the model fits them")
