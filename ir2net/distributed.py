@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["Distributed", "from_environment", "setup", "teardown", "sync_batchnorm",
-           "GlobalBatchNorm"]
+           "GlobalBatchNorm", "broadcast_from_first_rank", "average_gradients"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,44 @@ def setup(context: Distributed, device_type: str) -> None:
 def teardown(context: Distributed) -> None:
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _flat_groups(tensors: list[torch.Tensor]):
+    """The tensors grouped by dtype (one collective per group instead of one per tensor)."""
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        groups.setdefault(tensor.dtype, []).append(tensor)
+    return groups.values()
+
+
+def _unflatten_into(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+    offset = 0
+    for tensor in tensors:
+        tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
+        offset += tensor.numel()
+
+
+@torch.no_grad()
+def broadcast_from_first_rank(tensors: list[torch.Tensor]) -> None:
+    """Rank 0's values of ``tensors`` on every rank, in place: what DistributedDataParallel
+    does with the module's buffers before each forward (``broadcast_buffers``)."""
+    for group in _flat_groups(tensors):
+        flat = torch.cat([tensor.reshape(-1) for tensor in group])
+        dist.broadcast(flat, 0)
+        _unflatten_into(flat, group)
+
+
+@torch.no_grad()
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Each gradient divided by the world size and summed over the ranks, in place: the
+    average DistributedDataParallel's reducer leaves in ``.grad`` (it divides before it
+    sums, as here; with two ranks, or any power of two, the order makes no difference)."""
+    grads = [param.grad for param in params if param.grad is not None]
+    world = dist.get_world_size()
+    for group in _flat_groups(grads):
+        flat = torch.cat([grad.reshape(-1) for grad in group]).div_(world)
+        dist.all_reduce(flat)
+        _unflatten_into(flat, group)
 
 
 def sync_batchnorm(model: nn.Module) -> nn.Module:

@@ -110,13 +110,15 @@ class TrainStep:
         self.label_smoothing = label_smoothing
         self.mixed_precision = mixed_precision
         self.autocast_cache = True  # CUDA-graph capture turns the weight-cast cache off
-        self.forward = TrainForward(model, restriction,
-                                    repeated_pass_skippable(model, restriction, distributed))
+        self.distributed = distributed
+        self.local_forward = TrainForward(model, restriction,
+                                          repeated_pass_skippable(model, restriction, distributed))
+        self.forward = self.local_forward
         if distributed:
             from torch.nn.parallel import DistributedDataParallel
             device = next(model.parameters()).device
             self.forward = DistributedDataParallel(
-                self.forward, device_ids=[device.index] if device.type == "cuda" else None)
+                self.local_forward, device_ids=[device.index] if device.type == "cuda" else None)
 
     def _criterion(self, logits, labels, soft_target):
         logits = logits.float()  # the loss in float32, also under mixed precision
@@ -124,18 +126,22 @@ class TrainStep:
             return distillation_loss(logits, soft_target.float())
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, *,
+             local: bool = False) -> StepOutput:
         """``Loss_total``, the logits of the original images (both with the graph attached)
-        and the fraction of input pixels IRes removed (``None`` without IRes)."""
+        and the fraction of input pixels IRes removed (``None`` without IRes).  ``local``:
+        this rank's forward passes outside DistributedDataParallel, whose collectives
+        :meth:`averaged_backward` then does itself."""
+        forward = self.local_forward if local else self.forward
         with autocast(images.device, self.mixed_precision, self.autocast_cache):
-            return self._loss(images, labels)
+            return self._loss(images, labels, forward)
 
-    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor, forward: nn.Module) -> StepOutput:
         soft_target = None
         if self.teacher is not None:
             with torch.no_grad():
                 soft_target = self.teacher(images)
-        logits, masked_logits, removed = self.forward(images)
+        logits, masked_logits, removed = forward(images)
         loss = self._criterion(logits, labels, soft_target)
         if masked_logits is not None:  # Eq. 10
             loss = self.restriction.combine(loss, self._criterion(masked_logits, labels,
@@ -146,6 +152,28 @@ class TrainStep:
         output = self.loss(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
+        self.optimizer.step()
+        return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction)
+
+    # The data-parallel step with its collectives written out.  DistributedDataParallel
+    # synchronises through autograd hooks and host-side bookkeeping in its reducer, which a
+    # CUDA-graph replay would skip; these collectives are plain NCCL calls that a graph
+    # captures.  Same math as __call__ under DDP (tests/test_distributed.py checks it).
+    def averaged_backward(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        """Rank 0's buffers on every rank (DDP's ``broadcast_buffers``, before the forward),
+        this rank's loss and backward pass, the gradients averaged over the ranks."""
+        from .distributed import average_gradients, broadcast_from_first_rank
+
+        broadcast_from_first_rank(list(self.local_forward.buffers()))
+        output = self.loss(images, labels, local=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        average_gradients([p for group in self.optimizer.param_groups for p in group["params"]])
+        return output
+
+    def averaged_update(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        """One data-parallel step as :meth:`__call__` takes it under DDP, collectives explicit."""
+        output = self.averaged_backward(images, labels)
         self.optimizer.step()
         return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction)
 
@@ -160,6 +188,9 @@ class CudaGraphStep:
     statistics are restored after them.  The graph bakes in the learning rate, so it is
     recaptured whenever the rate changes (once per epoch under the cosine schedule);
     batches of another shape (a last partial batch) run eagerly.
+
+    Data-parallel, the eager steps go through DistributedDataParallel and the graph holds
+    :meth:`TrainStep.averaged_update`: the same collectives, captured (NCCL).
     """
 
     def __init__(self, step: TrainStep, warmup: int = 2):
@@ -186,6 +217,9 @@ class CudaGraphStep:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
+                if self.step.distributed:  # warms up the very collectives the graph holds
+                    self.step.averaged_backward(self.static_images, self.static_labels)
+                    continue
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step.loss(self.static_images, self.static_labels).loss.backward()
         torch.cuda.current_stream().wait_stream(side)
@@ -195,6 +229,11 @@ class CudaGraphStep:
             module.num_batches_tracked.copy_(count)
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
+        if self.step.distributed:
+            # thread-local: the process group's own threads may query their events meanwhile
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.static = self.step.averaged_update(self.static_images, self.static_labels)
+            return
         with torch.cuda.graph(self.graph):
             output = self.step.loss(self.static_images, self.static_labels)
             output.loss.backward()
@@ -233,15 +272,17 @@ def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
                teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0,
                cuda_graphs: bool = True, compile: bool = False, mixed_precision: str = "none",
                distributed: bool = False):
-    """The fastest available form of :class:`TrainStep` for this device and optimizer.
-    Under data parallelism the step runs eagerly (no CUDA-graph capture)."""
+    """The fastest available form of :class:`TrainStep` for this device and optimizer (a CUDA
+    graph also under data parallelism, except with synchronised BatchNorm, whose collectives
+    inside the forward pass are left to eager mode)."""
     device = next(model.parameters()).device
     forward_model = _CompileFallback(model) if compile else model
     step = TrainStep(forward_model, optimizer, restriction=restriction, teacher=teacher,
                      label_smoothing=label_smoothing, mixed_precision=mixed_precision,
                      distributed=distributed)
+    synced_norm = any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
     if (cuda_graphs and device.type == "cuda" and isinstance(optimizer, torch.optim.SGD)
-            and not distributed):
+            and not (distributed and synced_norm)):
         return CudaGraphStep(step)
     return step
 

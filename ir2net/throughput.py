@@ -271,7 +271,9 @@ def measure_sharing(recipe: str = "cifar10_resnet20_bireal", runs: Iterable[int]
                 rates = [r["images"] / r["seconds"] for r in results]
                 rows.append({"mode": mode, "runs": k, "aggregate_img_s": sum(rates),
                              "per_run_img_s": rates})
-                print(f"{mode}, {k} run(s): {sum(rates):,.0f} img/s in all", flush=True)
+                # stderr: with --json, stdout carries the record alone
+                print(f"{mode}, {k} run(s): {sum(rates):,.0f} img/s in all", file=sys.stderr,
+                      flush=True)
     finally:
         if len(modes) > 1:
             _stop_mps(mps_env)

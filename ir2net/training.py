@@ -186,11 +186,14 @@ def _checked_step(step_fn, config: dict, model: nn.Module, optimizer: torch.opti
     CUDA graph, ``torch.compile``) must first update the weights as the eager step does, on a
     batch of random images (:func:`ir2net.steps.check_fast_step`).  One that does not is
     dropped, loudly, for the next faster one: the CUDA graph without ``torch.compile``, then
-    the eager step (the method's math, slowest)."""
+    the eager step (the method's math, slowest).  Data-parallel, every rank checks on the
+    same batch (so the averaged update is each rank's own) and all ranks drop a form that
+    failed on any of them."""
     description = describe_step(step_fn)
-    if description == "eager" or context.enabled:
+    if description == "eager":
         return step_fn, description
-    size, batch = config["data"]["image_size"], config["train"]["batch_size"]
+    size = config["data"]["image_size"]
+    batch = config["train"]["batch_size"] // context.world_size  # the batch each rank steps on
     generator = torch.Generator(device=device).manual_seed(0)
     images = torch.randn(batch, 3, size, size, device=device, generator=generator)
     if config["train"]["channels_last"]:
@@ -201,12 +204,14 @@ def _checked_step(step_fn, config: dict, model: nn.Module, optimizer: torch.opti
         if fallback:
             step_fn = build_train_step({**config, "train": {**config["train"], **fallback}},
                                        eager_model(step_fn), optimizer, restriction, teacher,
-                                       device)
+                                       device, distributed=context.enabled)
             description = describe_step(step_fn)
             if any(description == tried for tried, _ in failed):
                 continue
         problem = None if description == "eager" else check_fast_step(step_fn, optimizer,
                                                                       (images, labels))
+        if context.any(problem is not None, device) and problem is None:
+            problem = "it failed its check on another rank"
         if problem is None:
             break
         print(f"ir2net: WARNING: the fast training step ({description}) does not update the "

@@ -5,18 +5,21 @@
 #      first checks its fast step against the eager step and drops a failing one for the next
 #      faster form (ir2net.training._checked_step), so the runs need not wait for the tests
 #   1b. the CUDA-only tests (tests/test_gpu.py): which fast step trains what the eager one does
-#   2. time every distinct training step of the paper profile (the cost plan's figures)
-#   3. k concurrent ResNet-20 IR²Net runs sharing the GPU (1, 2, 4, 8; and under MPS)
-#   4. a short data-parallel run through torchrun (NCCL, one rank per GPU)
-# A step that would start with too little of the budget left is skipped and says so; one
-# still running when the budget ends gets SIGTERM. Everything it writes goes
+#   2. a short data-parallel run through torchrun (NCCL, one rank per GPU, CUDA-graph step)
+#   3. k concurrent ResNet-20 IR²Net runs sharing the GPU (1, 2, 4, 8 processes)
+#   4. time every distinct training step of the paper profile (the cost plan's figures)
+#   5. the sharing measurement again under CUDA MPS, where the machine has it
+# A step that would start with too little of the budget left is skipped and says so; each
+# has a cap, so that one slow step cannot starve the rest; one still running at its cap or
+# at the end of the budget gets SIGTERM. Everything it writes goes
 # to results/ (longruns, bench/steps/<gpu>, bench/sharing_<gpu>.json) and, when $OUT is set,
 # also into one archive $OUT/gpu-session.tgz with the log, to be unpacked in the repository.
 #
 # Usage (repository root; ir2net installed, or its requirements importable):
 #   bash scripts/gpu-session.sh [CIFAR10]      CIFAR10: the dataset (default: plan.yaml's)
 # Budgets in seconds (environment): BUDGET_S (all, default 540), LONGRUN_S (default 180),
-# SHARING_SECONDS (timed window per run, default 10). The GPU tests come right after the long
+# SHARING_SECONDS (timed window per run, default 10).  The long runs need about a minute on
+# top of LONGRUN_S (decoding CIFAR-10, checks, the last checkpoint and evaluation). The GPU tests come right after the long
 # runs: among them, the checks of each fast step's form against the eager step
 # (results/longruns/README.md, "Discarded").
 #
@@ -46,15 +49,17 @@ GPU=$($PY -c "import torch; print(torch.cuda.get_device_name(0).split()[1].lower
 GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
 echo "gpu-session: $GPUS x $GPU, budget ${BUDGET_S}s, started $(date -u +%FT%TZ)"
 left() { echo $((BUDGET_S - SECONDS)); }
-step() {  # step NAME NEEDED_S: run the rest of the line only if NEEDED_S seconds are left
-  local name=$1 needed=$2; shift 2
+step() {  # step NAME NEEDED_S CAP_S: run the rest of the line if NEEDED_S seconds are left,
+          # for at most CAP_S of them
+  local name=$1 needed=$2 cap=$3 limit; shift 3
   if [ "$(left)" -lt "$needed" ]; then
     echo "gpu-session: skipped $name ($(left)s left, needs about ${needed}s)"; return 0
   fi
-  echo "gpu-session: $name (at ${SECONDS}s)"
-  # SIGTERM at the end of the budget: a long run checkpoints and stops cleanly, a benchmark
-  # keeps the records it has written (each atomically)
-  timeout --kill-after=60 "$(left)" "$@"; echo "gpu-session: $name exited $? at ${SECONDS}s"
+  limit=$(left); [ "$limit" -gt "$cap" ] && limit=$cap
+  echo "gpu-session: $name (at ${SECONDS}s, for at most ${limit}s)"
+  # SIGTERM at the cap or the end of the budget: a long run checkpoints and stops cleanly,
+  # a benchmark keeps the records it has written (each atomically)
+  timeout --kill-after=30 "$limit" "$@"; echo "gpu-session: $name exited $? at ${SECONDS}s"
 }
 
 cifar10=${DATA:-$(cd results/longruns && realpath -m "$(sed -n 's/^data_root: *\([^ ]*\).*/\1/p' plan.yaml)")}
@@ -84,19 +89,26 @@ for split in ('train', 'test'):
 }
 RUNLOGS=${OUT:-$(mktemp -d)}  # each run's own log (with $OUT, they come back)
 export -f longruns; export PY LONGRUN_S cifar10 RUNLOGS
-step "long runs" 60 bash -c longruns
-step "GPU tests" 90 $PY -m pytest -q -p no:cacheprovider -p no:logging --durations=0 tests/test_gpu.py
+step "long runs" 60 $((LONGRUN_S + 90)) bash -c longruns
+step "GPU tests" 90 150 $PY -m pytest -q -p no:cacheprovider -p no:logging --durations=0 tests/test_gpu.py
+step "torchrun (NCCL)" 45 75 $PY -m torch.distributed.run --standalone --nproc_per_node "$GPUS" \
+  -m ir2net.cli train --config cifar10_resnet20_bireal --out "/tmp/ddp-$GPU" --no-progress \
+  --set data.root="$cifar10" --set train.epochs=1 --set train.max_steps=300
+sharing() {  # sharing FILE [--no-mps]: k concurrent runs on the GPU, one JSON record
+  $PY -m ir2net.cli bench-sharing --runs 1,2,4,8 --seconds "${SHARING_SECONDS:-10}" \
+    --set train.compile=false --json "${@:2}" > "$1.tmp" && mv "$1.tmp" "$1"
+}
+export -f sharing
+step "GPU sharing" 60 120 bash -c "sharing results/bench/sharing_$GPU.json --no-mps"
 # The eager CUDA-graph step (no torch.compile): 21 distinct steps compile too slowly for one
 # budget; the plan takes the fastest record per step, so a compiled record can follow later.
-step "step benchmarks" 120 $PY -m ir2net.cli bench --profile config/paper.yaml --out "results/bench/steps/$GPU" \
+step "step benchmarks" 60 240 $PY -m ir2net.cli bench --profile config/paper.yaml --out "results/bench/steps/$GPU" \
   --set train.compile=false --warmup 3 --repeats 3 --steps 5
-step "GPU sharing" 120 bash -c "$PY -m ir2net.cli bench-sharing --runs 1,2,4,8 \
-  --seconds ${SHARING_SECONDS:-10} --set train.compile=false --json \
-  > results/bench/sharing_$GPU.json.tmp && mv results/bench/sharing_$GPU.json.tmp \
-  results/bench/sharing_$GPU.json"
-step "torchrun (NCCL)" 45 $PY -m torch.distributed.run --standalone --nproc_per_node "$GPUS" \
-  -m ir2net.cli train --config cifar10_resnet20_bireal --out "/tmp/ddp-$GPU" --no-progress \
-  --set data.root="$cifar10" --set train.epochs=1 --set train.max_steps=100
+if command -v nvidia-cuda-mps-control > /dev/null; then
+  step "GPU sharing under MPS" 90 150 bash -c "sharing results/bench/sharing_${GPU}_mps.json"
+else
+  echo "gpu-session: no CUDA MPS on this machine (nvidia-cuda-mps-control not found)"
+fi
 
 echo "gpu-session: done at ${SECONDS}s"
 if [ -n "${OUT:-}" ]; then

@@ -46,6 +46,20 @@ def test_the_launchers_environment_names_the_rank():
     assert all(a.stop == b.start for a, b in zip(shares, shares[1:]))
 
 
+def run_two_ranks(worker_fn, tmp_path) -> str:
+    """``worker_fn(rank, 2, port, out)`` in two spawned processes (gloo); each saves to
+    ``out.<rank>``.  Returns ``out``."""
+    out, port = str(tmp_path / "rank"), free_port()
+    context = mp.get_context("spawn")
+    workers = [context.Process(target=worker_fn, args=(rank, 2, port, out)) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=600)
+        assert worker.exitcode == 0
+    return out
+
+
 def _step_worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -92,15 +106,7 @@ def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path):
     float32 one thread or two already train different trajectories from the same batch)."""
     torch.set_num_threads(1)
     single_losses, single = _three_steps(Distributed())
-    out, port = str(tmp_path / "rank"), free_port()
-    context = mp.get_context("spawn")
-    workers = [context.Process(target=_step_worker, args=(rank, 2, port, out))
-               for rank in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=600)
-        assert worker.exitcode == 0
+    out = run_two_ranks(_step_worker, tmp_path)
     (losses0, state0), (losses1, state1) = (torch.load(f"{out}.{r}") for r in range(2))
     for a, b, whole in zip(losses0, losses1, single_losses):
         assert abs((a + b) / 2 - whole) < 1e-6  # the loss itself is taken in float32
@@ -109,6 +115,57 @@ def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path):
         torch.testing.assert_close(state0[name].double(), value.double(), rtol=0, atol=1e-6,
                                    msg=name)
         assert torch.equal(state0[name], state1[name]), name  # the ranks agree exactly
+
+
+def _explicit_collectives_worker(rank, world, port, out):
+    """Three IR²Net steps through DistributedDataParallel and three of the same model from
+    the same start with the collectives written out (what a CUDA graph captures)."""
+    from ir2net.models import create_model
+    from ir2net.recovery import recovery_preset
+    from ir2net.restriction import InformationRestriction
+    from ir2net.steps import TrainStep
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        gen = torch.Generator().manual_seed(3)
+        images = torch.randn(16, 3, 16, 16, generator=gen)
+        labels = torch.randint(0, 10, (16,), generator=gen)
+        part = Distributed(rank, world).shard(16)
+        runs = {}
+        for form in ("ddp", "explicit"):
+            torch.manual_seed(0)
+            model = create_model("resnet20_bireal",
+                                 recovery=recovery_preset("table2_resnet20").spec)
+            step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
+                                                    weight_decay=1e-4),
+                             restriction=InformationRestriction(0.9), distributed=True)
+            call = step if form == "ddp" else step.averaged_update
+            losses = [call(images[part], labels[part]).loss.item() for _ in range(3)]
+            runs[form] = (losses, model.state_dict())
+        torch.save(runs, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_explicit_collectives_step_as_distributed_data_parallel_does(tmp_path):
+    """The data-parallel step a CUDA graph captures (rank 0's buffers broadcast, gradients
+    averaged by hand) trains bit for bit what the DDP-wrapped step trains, on each rank:
+    same losses, weights, momentum-driven updates and BatchNorm statistics after 3 steps."""
+    out = run_two_ranks(_explicit_collectives_worker, tmp_path)
+    for rank in range(2):
+        runs = torch.load(f"{out}.{rank}")
+        (ddp_losses, ddp_state), (losses, state) = runs["ddp"], runs["explicit"]
+        assert losses == ddp_losses, rank
+        for name, value in ddp_state.items():
+            assert torch.equal(state[name], value), (rank, name)
+    first, second = (torch.load(f"{out}.{rank}")["explicit"][1] for rank in range(2))
+    weights = [name for name in first if "running" not in name and "num_batches" not in name]
+    assert all(torch.equal(first[name], second[name]) for name in weights)  # ranks agree
+    # each rank's BatchNorm statistics saw its own half after rank 0's were broadcast
+    assert not torch.equal(first["backbone.stem.1.running_mean"],
+                           second["backbone.stem.1.running_mean"])
 
 
 def torchrun(out, *extra, **popen):
