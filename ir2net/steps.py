@@ -97,12 +97,17 @@ class TrainStep:
     no value is read back to the host here.  ``mixed_precision="bfloat16"`` runs the
     forward passes under ``torch.autocast`` (see :func:`autocast`).  ``distributed``
     wraps the forward passes in DistributedDataParallel: gradients are averaged over the
-    ranks, each of which holds its slice of the global batch."""
+    ranks, each of which holds its slice of the global batch.  ``explicit_collectives``
+    (with ``distributed``): the same data-parallel step without the DDP wrapper, its
+    collectives done by :meth:`averaged_update` (what a CUDA graph captures: DDP keeps the
+    parameters' gradient accumulators alive on the stream it was built on, which a capture
+    on another stream cannot depend on)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
                  restriction: Optional[InformationRestriction] = None,
                  teacher: Optional[nn.Module] = None, label_smoothing: float = 0.0,
-                 mixed_precision: str = "none", distributed: bool = False):
+                 mixed_precision: str = "none", distributed: bool = False,
+                 explicit_collectives: bool = False):
         self.model = model
         self.optimizer = optimizer
         self.restriction = restriction
@@ -111,10 +116,16 @@ class TrainStep:
         self.mixed_precision = mixed_precision
         self.autocast_cache = True  # CUDA-graph capture turns the weight-cast cache off
         self.distributed = distributed
+        self.explicit_collectives = distributed and explicit_collectives
         self.local_forward = TrainForward(model, restriction,
                                           repeated_pass_skippable(model, restriction, distributed))
         self.forward = self.local_forward
-        if distributed:
+        if self.explicit_collectives:  # every rank starts from rank 0's state, as under DDP
+            from .distributed import broadcast_from_first_rank
+
+            broadcast_from_first_rank([*self.local_forward.parameters(),
+                                       *self.local_forward.buffers()])
+        elif distributed:
             from torch.nn.parallel import DistributedDataParallel
             device = next(model.parameters()).device
             self.forward = DistributedDataParallel(
@@ -149,6 +160,8 @@ class TrainStep:
         return StepOutput(loss, logits, removed)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        if self.explicit_collectives:
+            return self.averaged_update(images, labels)
         output = self.loss(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
@@ -189,8 +202,8 @@ class CudaGraphStep:
     recaptured whenever the rate changes (once per epoch under the cosine schedule);
     batches of another shape (a last partial batch) run eagerly.
 
-    Data-parallel, the eager steps go through DistributedDataParallel and the graph holds
-    :meth:`TrainStep.averaged_update`: the same collectives, captured (NCCL).
+    Data-parallel, the step has explicit collectives (``explicit_collectives``): the graph
+    holds :meth:`TrainStep.averaged_update`, DDP's collectives captured (NCCL).
     """
 
     def __init__(self, step: TrainStep, warmup: int = 2):
@@ -217,7 +230,7 @@ class CudaGraphStep:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
-                if self.step.distributed:  # warms up the very collectives the graph holds
+                if self.step.explicit_collectives:  # warms up the collectives the graph holds
                     self.step.averaged_backward(self.static_images, self.static_labels)
                     continue
                 self.optimizer.zero_grad(set_to_none=True)
@@ -229,7 +242,7 @@ class CudaGraphStep:
             module.num_batches_tracked.copy_(count)
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
-        if self.step.distributed:
+        if self.step.explicit_collectives:
             # thread-local: the process group's own threads may query their events meanwhile
             with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.static = self.step.averaged_update(self.static_images, self.static_labels)
@@ -277,14 +290,13 @@ def build_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
     inside the forward pass are left to eager mode)."""
     device = next(model.parameters()).device
     forward_model = _CompileFallback(model) if compile else model
+    synced_norm = any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    graphed = (cuda_graphs and device.type == "cuda" and isinstance(optimizer, torch.optim.SGD)
+               and not (distributed and synced_norm))
     step = TrainStep(forward_model, optimizer, restriction=restriction, teacher=teacher,
                      label_smoothing=label_smoothing, mixed_precision=mixed_precision,
-                     distributed=distributed)
-    synced_norm = any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
-    if (cuda_graphs and device.type == "cuda" and isinstance(optimizer, torch.optim.SGD)
-            and not (distributed and synced_norm)):
-        return CudaGraphStep(step)
-    return step
+                     distributed=distributed, explicit_collectives=graphed)
+    return CudaGraphStep(step) if graphed else step
 
 
 # ----------------------------------------------------------------------------- checking a fast step

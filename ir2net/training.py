@@ -208,8 +208,11 @@ def _checked_step(step_fn, config: dict, model: nn.Module, optimizer: torch.opti
             description = describe_step(step_fn)
             if any(description == tried for tried, _ in failed):
                 continue
-        problem = None if description == "eager" else check_fast_step(step_fn, optimizer,
-                                                                      (images, labels))
+        try:
+            problem = None if description == "eager" else check_fast_step(step_fn, optimizer,
+                                                                          (images, labels))
+        except Exception as error:  # e.g. a capture the CUDA driver refuses: the next form
+            problem = f"it raised {type(error).__name__}: {str(error).splitlines()[0]}"
         if context.any(problem is not None, device) and problem is None:
             problem = "it failed its check on another rank"
         if problem is None:

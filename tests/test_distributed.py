@@ -118,8 +118,8 @@ def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path):
 
 
 def _explicit_collectives_worker(rank, world, port, out):
-    """Three IR²Net steps through DistributedDataParallel and three of the same model from
-    the same start with the collectives written out (what a CUDA graph captures)."""
+    """Three IR²Net steps through DistributedDataParallel and three with the collectives
+    written out (what a CUDA graph captures), each from weights that differ per rank."""
     from ir2net.models import create_model
     from ir2net.recovery import recovery_preset
     from ir2net.restriction import InformationRestriction
@@ -135,14 +135,15 @@ def _explicit_collectives_worker(rank, world, port, out):
         part = Distributed(rank, world).shard(16)
         runs = {}
         for form in ("ddp", "explicit"):
-            torch.manual_seed(0)
+            torch.manual_seed(rank)  # different weights per rank: both start from rank 0's
             model = create_model("resnet20_bireal",
                                  recovery=recovery_preset("table2_resnet20").spec)
             step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
                                                     weight_decay=1e-4),
-                             restriction=InformationRestriction(0.9), distributed=True)
-            call = step if form == "ddp" else step.averaged_update
-            losses = [call(images[part], labels[part]).loss.item() for _ in range(3)]
+                             restriction=InformationRestriction(0.9), distributed=True,
+                             explicit_collectives=form == "explicit")
+            assert (step.forward is step.local_forward) == (form == "explicit")
+            losses = [step(images[part], labels[part]).loss.item() for _ in range(3)]
             runs[form] = (losses, model.state_dict())
         torch.save(runs, f"{out}.{rank}")
     finally:
@@ -150,9 +151,10 @@ def _explicit_collectives_worker(rank, world, port, out):
 
 
 def test_explicit_collectives_step_as_distributed_data_parallel_does(tmp_path):
-    """The data-parallel step a CUDA graph captures (rank 0's buffers broadcast, gradients
-    averaged by hand) trains bit for bit what the DDP-wrapped step trains, on each rank:
-    same losses, weights, momentum-driven updates and BatchNorm statistics after 3 steps."""
+    """The data-parallel step a CUDA graph captures (rank 0's weights and buffers broadcast,
+    gradients averaged by hand) trains bit for bit what the DDP-wrapped step trains, on each
+    rank: same losses, weights, momentum-driven updates and BatchNorm statistics after 3
+    steps."""
     out = run_two_ranks(_explicit_collectives_worker, tmp_path)
     for rank in range(2):
         runs = torch.load(f"{out}.{rank}")

@@ -164,7 +164,7 @@ def test_the_cuda_graph_step_trains_data_parallel_as_the_eager_step(tmp_path):
         optimizer = build_optimizer(model, config["train"])
         step = build_train_step(config, model, optimizer, build_restriction(config), None,
                                 torch.device("cuda"), distributed=True)
-        assert describe_step(step) == "CUDA graph" and step.step.distributed
+        assert describe_step(step) == "CUDA graph" and step.step.explicit_collectives
         gen = torch.Generator(device="cuda").manual_seed(3)
         images = torch.randn(128, 3, 32, 32, device="cuda", generator=gen)
         labels = torch.randint(0, 10, (128,), device="cuda", generator=gen)
