@@ -519,9 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "GPU-hours per job, per table and in total")
     plan.add_argument("--configfile", default="config/paper.yaml",
                       help="the workflow profile (default: %(default)s)")
-    plan.add_argument("--device", default="h100",
-                      help="a device with a benchmark record in --bench: h100, cpu, ... "
-                           "(default: %(default)s)")
+    plan.add_argument("--device", default="h200",
+                      help="a device with a benchmark record in --bench: h200, h100, cpu, ... "
+                           "(default: %(default)s, whose records time every step of the "
+                           "paper profile)")
     plan.add_argument("--bench", default=str(Path(__file__).resolve().parents[1] / "results" /
                                              "bench"),
                       help="folder of `ir2net bench --json` records")
@@ -692,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the published-schedule runs ('' to leave them out)")
         command.add_argument("--divergences", default="docs/divergences.md")
         command.add_argument("--benchmark", default="results/bench/cpu_bf16.json")
-        command.add_argument("--plan-device", default="h100",
+        command.add_argument("--plan-device", default="h200",
                              help="price --plan-profile on this device for the report's cost "
                                   "plan ('' for none; default: %(default)s)")
         command.add_argument("--plan-profile", default="config/paper.yaml",

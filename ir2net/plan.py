@@ -217,7 +217,7 @@ def profile_jobs(profile: dict) -> Iterator[tuple[dict, dict, dict]]:
         yield entry, settings, load_config(entry["recipe"], ["data.root=x"], settings)
 
 
-def plan_profile(profile_path: str | Path, device: str = "h100",
+def plan_profile(profile_path: str | Path, device: str = "h200",
                  bench_folder: str | Path = REPOSITORY / "results/bench") -> list[JobCost]:
     """The cost of every training job of a workflow profile on ``device``."""
     from .config import load_config

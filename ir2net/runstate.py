@@ -131,7 +131,9 @@ class Segment:
                           "mixed_precision": config["train"]["mixed_precision"]},
             "channels_last": config["train"]["channels_last"],
             "world_size": world_size,
-            "data_parallel": (f"{torch.distributed.get_backend()}, DDP"
+            # the backend; training adds how the step synchronises (DDP or the collectives
+            # a CUDA graph holds)
+            "data_parallel": (torch.distributed.get_backend()
                               if torch.distributed.is_initialized() else None),
             "torch": str(torch.__version__),
             "commit": (git["commit"] or "unknown")[:12] + ("+dirty" if git["dirty"] else ""),

@@ -19,6 +19,7 @@ from .restriction import InformationRestriction
 
 __all__ = ["distillation_loss", "autocast", "StepOutput", "TrainForward", "TrainStep",
            "CudaGraphStep", "build_step", "repeated_pass_skippable", "describe_step",
+           "data_parallel_form",
            "eager_model", "check_fast_step"]
 
 
@@ -308,6 +309,11 @@ def eager_model(step) -> nn.Module:
     """The plain model a step trains (inside any ``torch.compile`` wrapper)."""
     model = _inner(step).model
     return model.eager if isinstance(model, _CompileFallback) else model
+
+
+def data_parallel_form(step) -> str:
+    """How a data-parallel step synchronises, for the run's record."""
+    return "explicit collectives" if _inner(step).explicit_collectives else "DDP"
 
 
 def describe_step(step) -> str:

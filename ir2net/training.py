@@ -39,7 +39,8 @@ from .restriction import InformationRestriction
 from .runstate import (INTERRUPTED, RESUMABLE_EXIT, RunState, Segment, StopConditions,
                        TrainingError, TrainingStopped, check_same_data, load_checkpoint)
 from .steps import (CudaGraphStep, StepOutput, TrainStep, autocast, build_step,
-                    check_fast_step, describe_step, distillation_loss, eager_model)
+                    check_fast_step, data_parallel_form, describe_step, distillation_loss,
+                    eager_model)
 
 __all__ = ["TrainingError", "TrainingStopped", "StopConditions", "RunState", "StepOutput",
            "RESUMABLE_EXIT", "resolve_device", "build_model", "build_teacher", "build_optimizer",
@@ -485,6 +486,9 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
     epochs, max_steps = train_cfg["epochs"], train_cfg["max_steps"]
     segment = Segment(config, device, state, len(data.train), started, context.world_size)
     segment.record["train_step"] = step_note
+    if segment.record["data_parallel"]:
+        segment.record["data_parallel"] = (f"{torch.distributed.get_backend()}, "
+                                           f"{data_parallel_form(step_fn)}")
     gradient_watch = GradientWatch(model, optimizer)
 
     def segment_records(ended_by, epoch, step, partial=None, seconds=0.0, images=0):

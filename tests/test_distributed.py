@@ -225,6 +225,8 @@ def test_a_two_rank_run_killed_and_resumed_ends_identical(tmp_path):
         assert resumed[key] == metrics[key], key
     assert all(torch.equal(weights[k], resumed_weights[k]) for k in weights)
     assert {s["world_size"] for s in resumed["segments"]} == {2}
+    # on the CPU the step is eager, through DistributedDataParallel
+    assert {s["data_parallel"] for s in resumed["segments"]} == {"gloo, DDP"}
 
 
 def test_a_checkpoint_resumes_under_another_world_size(tmp_path, capsys):

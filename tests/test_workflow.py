@@ -335,9 +335,10 @@ def test_small_runs_can_share_a_gpu(tmp_path):
 
 def test_the_cost_plan_of_the_paper_profile(capsys):
     """`ir2net plan`: every job of the paper profile with its images x epochs, GPU-hours per
-    table and in total; the ResNet-20 IR²Net jobs at the measured H100 step (the CUDA graph
-    that `ir2net train` runs there; the unchecked compiled step's record is left out), the
-    rest labelled estimates."""
+    table and in total.  On the H100 the ResNet-20 IR²Net jobs at the measured step (the CUDA
+    graph that `ir2net train` runs there; the unchecked compiled step's record is left out),
+    the rest labelled estimates; on the H200, the default, every job at its own measured
+    step."""
     from ir2net.cli import main
     from ir2net.plan import plan_profile
 
@@ -352,8 +353,14 @@ def test_the_cost_plan_of_the_paper_profile(capsys):
     assert 14_000 < ir2net.images_per_s < 15_000
     imagenet = [job for job in jobs if job.model == "resnet18_bireal_imagenet"]
     assert imagenet and all(job.gpus == 8 and job.train_images == 1_281_167 for job in imagenet)
+    # the default device: an H200 whose records (results/bench/steps/h200) time every step
+    jobs = plan_profile(ROOT / "config" / "paper.yaml")
+    assert all(job.measured for job in jobs)
+    ir2net = next(job for job in jobs if job.run == "cifar10-resnet20_bireal-bin-cirec-lam0.15-s0")
+    assert "steps/h200/" in ir2net.source and 10_000 < ir2net.images_per_s < 13_000
     assert main(["plan", "--configfile", str(ROOT / "config/paper.yaml")]) == 0
     text = capsys.readouterr().out
+    assert "0 of 99 jobs at estimated throughput" in text
     total = sum(job.gpu_hours for job in jobs)
     assert f"**{total:,.1f} GPU-hours** in all" in text
     for table in ("Table I", "Table III", "Table IV", "Figure 7"):
