@@ -200,9 +200,17 @@ def _bench_sharing(args) -> int:
                           "e.g. 1,2,4,8") from None
     if not runs or min(runs) < 1:
         raise ConfigError(f"--runs {args.runs!r}: every number of runs must be at least 1")
+    save = None
+    if args.out:
+        from .artifacts import write_json
+
+        def save(record):
+            write_json(args.out, record)
     result = measure_sharing(args.recipe, runs, device=args.device, seconds=args.seconds,
                              batch_size=args.batch_size, overrides=args.set or [],
-                             threads=args.threads, mps=not args.no_mps)
+                             threads=args.threads, mps=not args.no_mps, on_row=save)
+    if save is not None:
+        save(result)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -614,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     sharing.add_argument("--batch-size", type=int, help="default: the recipe's")
     sharing.add_argument("--threads", type=int, help="CPU threads per run")
     sharing.add_argument("--no-mps", action="store_true", help="skip the CUDA MPS measurement")
+    sharing.add_argument("--out", help="write the JSON record here (atomically) after every "
+                                       "measured row: a measurement stopped early keeps them "
+                                       "(\"complete\": false)")
     sharing.add_argument("--json", action="store_true")
     sharing.set_defaults(func=_bench_sharing)
 

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 
@@ -243,9 +243,12 @@ def _concurrent(k: int, argv: list[str], env: dict, timeout: float) -> list[dict
 def measure_sharing(recipe: str = "cifar10_resnet20_bireal", runs: Iterable[int] = (1, 2, 4, 8),
                     *, device: str = "cpu", seconds: float = 20.0,
                     batch_size: Optional[int] = None, overrides: Iterable[str] = (),
-                    threads: Optional[int] = None, mps: bool = True) -> dict:
+                    threads: Optional[int] = None, mps: bool = True,
+                    on_row: Optional[Callable[[dict], None]] = None) -> dict:
     """Aggregate images/s of k concurrent runs of a recipe's step on one device, for each k
-    (and under CUDA MPS where the machine has it)."""
+    (and under CUDA MPS where the machine has it).  ``on_row`` receives the record as it
+    stands after every measured row (``complete`` false until the last), so that a
+    measurement stopped early keeps what it measured."""
     overrides = list(overrides)
     config = load_config(recipe, ["data.root=x", *overrides])
     argv = ["--recipe", recipe, "--device", device, "--seconds", str(seconds)]
@@ -264,6 +267,20 @@ def measure_sharing(recipe: str = "cifar10_resnet20_bireal", runs: Iterable[int]
     if mps and on_cuda and _start_mps(mps_env):
         modes.append(("processes + MPS", mps_env))
     rows = []
+
+    def record(complete: bool) -> dict:
+        single = {row["mode"]: row["aggregate_img_s"] for row in rows if row["runs"] == 1}
+        for row in rows:
+            row["vs_one_run"] = row["aggregate_img_s"] / single[row["mode"]] \
+                if row["mode"] in single else None
+        return {"sharing": {"recipe": recipe, "overrides": overrides,
+                            "step": step_signature(config),
+                            "batch_size": batch_size or config["train"]["batch_size"],
+                            "seconds_per_run": seconds, "threads_per_run": threads,
+                            "mps_available": len(modes) > 1, "rows": rows,
+                            "complete": complete},
+                "machine": _machine(resolve_device(device))}
+
     try:
         for mode, mode_env in modes:
             for k in runs:
@@ -274,19 +291,12 @@ def measure_sharing(recipe: str = "cifar10_resnet20_bireal", runs: Iterable[int]
                 # stderr: with --json, stdout carries the record alone
                 print(f"{mode}, {k} run(s): {sum(rates):,.0f} img/s in all", file=sys.stderr,
                       flush=True)
+                if on_row is not None:
+                    on_row(record(complete=False))
     finally:
         if len(modes) > 1:
             _stop_mps(mps_env)
-    single = {row["mode"]: row["aggregate_img_s"] for row in rows if row["runs"] == 1}
-    for row in rows:
-        row["vs_one_run"] = row["aggregate_img_s"] / single[row["mode"]] \
-            if row["mode"] in single else None
-    return {"sharing": {"recipe": recipe, "overrides": overrides,
-                        "step": step_signature(config),
-                        "batch_size": batch_size or config["train"]["batch_size"],
-                        "seconds_per_run": seconds, "threads_per_run": threads,
-                        "mps_available": len(modes) > 1, "rows": rows},
-            "machine": _machine(resolve_device(device))}
+    return record(complete=True)
 
 
 if __name__ == "__main__":

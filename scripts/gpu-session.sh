@@ -94,9 +94,10 @@ step "GPU tests" 90 150 $PY -m pytest -q -p no:cacheprovider -p no:logging --dur
 step "torchrun (NCCL)" 45 75 $PY -m torch.distributed.run --standalone --nproc_per_node "$GPUS" \
   -m ir2net.cli train --config cifar10_resnet20_bireal --out "/tmp/ddp-$GPU" --no-progress \
   --set data.root="$cifar10" --set train.epochs=1 --set train.max_steps=300
-sharing() {  # sharing FILE [--no-mps]: k concurrent runs on the GPU, one JSON record
+sharing() {  # sharing FILE [--no-mps]: k concurrent runs on the GPU, one JSON record,
+             # rewritten after every k (stopped at its cap, it keeps the rows it measured)
   $PY -m ir2net.cli bench-sharing --runs 1,2,4,8 --seconds "${SHARING_SECONDS:-10}" \
-    --set train.compile=false --json "${@:2}" > "$1.tmp" && mv "$1.tmp" "$1"
+    --set train.compile=false --out "$1" "${@:2}"
 }
 export -f sharing
 step "GPU sharing" 60 120 bash -c "sharing results/bench/sharing_$GPU.json --no-mps"

@@ -65,8 +65,12 @@ def test_a_profile_is_benchmarked_once_per_distinct_step(tmp_path, capsys):
     assert all(job.measured for job in jobs)
 
 
-def test_k_concurrent_runs_are_timed_together():
-    result = measure_sharing(runs=(1, 2), device="cpu", seconds=1.0, batch_size=8, threads=1)
+def test_k_concurrent_runs_are_timed_together(tmp_path):
+    out = tmp_path / "sharing.json"
+    assert main(["bench-sharing", "--runs", "1,2", "--device", "cpu", "--seconds", "1",
+                 "--batch-size", "8", "--threads", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["sharing"]["complete"]
     rows = result["sharing"]["rows"]
     assert [(row["mode"], row["runs"]) for row in rows] == [("processes", 1), ("processes", 2)]
     assert [len(row["per_run_img_s"]) for row in rows] == [1, 2]
@@ -116,3 +120,26 @@ def test_timed_steps_differentiate_both_ires_passes():
     step, _, _ = _step_and_batch(load_config("cifar10_resnet20_bireal", ["data.root=x"]),
                                  torch.device("cpu"), 8)
     assert step.forward.restriction is not None and step.forward.skip_repeated_pass is False
+
+
+def test_a_sharing_measurement_stopped_early_keeps_its_rows(tmp_path, monkeypatch):
+    """The record is written after every row: when the third k fails (or the budget ends),
+    the first two stay, marked incomplete, and nothing half-written is left."""
+    import ir2net.throughput as throughput
+
+    calls = []
+
+    def fake_concurrent(k, argv, env, timeout):
+        calls.append(k)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a SIGTERM at the step's cap amounts to
+        return [{"images": 1000, "seconds": 1.0} for _ in range(k)]
+
+    monkeypatch.setattr(throughput, "_concurrent", fake_concurrent)
+    out = tmp_path / "sharing.json"
+    assert main(["bench-sharing", "--runs", "1,2,4", "--device", "cpu", "--out", str(out)]) != 0
+    record = json.loads(out.read_text())
+    assert not record["sharing"]["complete"]
+    assert [(row["runs"], row["vs_one_run"]) for row in record["sharing"]["rows"]] == \
+        [(1, 1.0), (2, 2.0)]
+    assert [path.name for path in tmp_path.iterdir()] == ["sharing.json"]
