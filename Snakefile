@@ -23,6 +23,7 @@ rule all:
     input:
         TABLES,
         FIGURES,
+        CALIBRATIONS,
         f"{RESULTS}/figures/attention.png",
         f"{REPORT}/report.md",
         f"{REPORT}/report.html",

@@ -48,6 +48,59 @@ def _train(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    """Train the data calibration's ResNet-20 on a CIFAR-10 copy (``--data``), or read a
+    finished calibration run (``--from``), and report the shortfall from the canonical figure."""
+    from . import artifacts
+    from .calibration import RECIPE, REFERENCE, shortfall, summary_line
+    from .config import ConfigError, load_config
+    from .training import RESUMABLE_EXIT, TrainingStopped, run
+
+    if bool(args.data) == bool(args.from_run):
+        raise ConfigError("ir2net calibrate: give --data DIR (train on that CIFAR-10 copy) or "
+                          "--from RUN_DIR (report a finished calibration run): exactly one of the two")
+    if args.from_run:
+        folder = Path(args.from_run)
+        if not (folder / "metrics.json").is_file():
+            raise ConfigError(f"ir2net calibrate --from: {folder} holds no finished run "
+                              "(metrics.json); train it first")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        config = load_config(str(folder / "config.yaml"))
+        if config["model"]["name"] != "resnet20":
+            raise ConfigError(f"ir2net calibrate --from: {folder} trained "
+                              f"{config['model']['name']}, not the calibration's resnet20")
+        recipe = load_config(RECIPE, ["data.root=x"])["train"]
+        changed = any(config["train"][key] != recipe[key] for key in
+                      ("epochs", "batch_size", "lr", "lr_milestones", "weight_decay"))
+        changed = changed or config["data"]["train_subset"] is not None
+    else:
+        _set_threads(args.threads)
+        overrides = [f"data.root={args.data}", f"device={args.device}", *(args.set or ())]
+        if args.stop_after:
+            overrides.append(f"train.stop_after={args.stop_after}")
+        config = load_config(RECIPE, overrides)
+        config["progress"] = not args.no_progress
+        folder = Path(args.out)
+        try:
+            metrics = run(config, folder)
+        except TrainingStopped as stopped:
+            print(f"ir2net: {stopped}", file=sys.stderr)
+            return RESUMABLE_EXIT
+        changed = bool(args.set)
+    line = summary_line(metrics["best"], metrics["final"], metrics["epochs_completed"],
+                        config["train"]["epochs"])
+    if changed:
+        line += " (not akamaster's schedule on all 50,000 images: not comparable with the " \
+                "canonical figure)"
+    record = {"run": str(folder), "best": metrics["best"], "final": metrics["final"],
+              "reference": REFERENCE, "shortfall": shortfall(metrics["best"]["top1"]),
+              "comparable": not changed, "data": metrics["data"],
+              "epochs": metrics["epochs_completed"]}
+    artifacts.write_json(Path(args.json) if args.json else folder / "calibration.json", record)
+    print(line)
+    return 0
+
+
 def _requeue_slurm_job() -> None:
     """Put this SLURM job back in the queue (same job id, so Snakemake keeps following it):
     it starts again later and continues from the checkpoint just written, instead of
@@ -428,6 +481,10 @@ def _longrun(args) -> int:
             pace = row["left_at_last_pace"]
             left = "" if pace is None else \
                 f"; about {pace['hours']:.1f} h left at the last segment's pace ({pace['on']})"
+            if row["gpu_only"]:
+                left += ("; GPU-only" if row["h200_hours"] is None else
+                         f"; GPU-only, {row['h200_hours']:.2f} H200-hours for the whole "
+                         "schedule (cost plan)")
             print(f"[{row['priority']}] {row['run']}: {where}{scores}{left}")
         return 0
     _set_threads(args.threads)
@@ -494,6 +551,24 @@ def build_parser() -> argparse.ArgumentParser:
     on_test_set.add_argument("--threads", type=int,
                              help="CPU threads for PyTorch (default: all)")
     on_test_set.add_argument("--json", action="store_true")
+
+    calibrate = sub.add_parser(
+        "calibrate", help="train the real-valued ResNet-20 of He et al. with akamaster's recipe "
+        "on a CIFAR-10 copy and report how far it lands from the canonical 91.73 %%")
+    calibrate.add_argument("--data", help="the CIFAR-10 copy to train on (torchvision "
+                           "folder, image folders or an archive of them)")
+    calibrate.add_argument("--from", dest="from_run", metavar="RUN_DIR",
+                           help="instead of training: report a finished calibration run")
+    calibrate.add_argument("--json", help="write the summary here (default: "
+                           "RUN_DIR/calibration.json)")
+    calibrate.add_argument("--out", default="runs/calibration", help="run folder (resumable)")
+    calibrate.add_argument("--set", action="append", metavar="KEY=VALUE",
+                           help="override a recipe key (e.g. train.epochs=20 for a quick look)")
+    calibrate.add_argument("--stop-after", help="stop cleanly after this wall time (resumable)")
+    calibrate.add_argument("--threads", type=int, help="CPU threads")
+    calibrate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    calibrate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    calibrate.set_defaults(func=_calibrate)
 
     evaluate = sub.add_parser("evaluate", parents=[on_test_set],
                               help="score a trained model on its test set (or, with "

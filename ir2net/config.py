@@ -164,7 +164,7 @@ def resolve_config(config: dict) -> dict:
 
 
 def _check_semantics(config: dict) -> None:
-    from .models import list_models
+    from .models import list_models, model_info
     from .recovery import RECOVERY_PRESETS
     from .restriction import list_rules
 
@@ -190,6 +190,18 @@ def _check_semantics(config: dict) -> None:
                           "archive or torchvision's cifar-10-batches-py)")
     train = config["train"]
     parse_duration(train["stop_after"])
+    milestones = train["lr_milestones"]
+    if train["schedule"] == "multistep" and (
+            not milestones or milestones != sorted(set(milestones))):
+        # a milestone past train.epochs is allowed: a shortened schedule never reaches it
+        raise ConfigError(f"config key 'train.lr_milestones': {milestones} must be a non-empty, "
+                          "strictly increasing list of epochs for schedule multistep, "
+                          "e.g. [100, 150]")
+    if not model_info(model["name"]).binary and (
+            model["precision"] != "fp" or model["recovery"]["enabled"] or ires["enabled"]):
+        raise ConfigError(f"config key 'model.name': {model['name']} is a plain real-valued "
+                          "network; set model.precision=fp, model.recovery.enabled=false and "
+                          "ires.enabled=false")
     if train["teacher"] is not None and train["teacher"] not in list_models():
         raise ConfigError(f"config key 'train.teacher': unknown model {train['teacher']!r}")
 
@@ -215,7 +227,8 @@ EXECUTION_ONLY_KEYS = ("progress", "device", "data.workers", "data.cache_dir", "
 #: reproduces what runs did before the key existed.  At that value a key is left out of the
 #: digest, so adding a key never invalidates a run in progress (the published-schedule runs
 #: in results/longruns/ live for days).  A new key goes here with its neutral value.
-LATER_KEYS: dict[str, Any] = {"train.sync_batchnorm": False}
+LATER_KEYS: dict[str, Any] = {"train.sync_batchnorm": False, "train.lr_milestones": [],
+                               "train.lr_gamma": 0.1}
 
 
 def _drop(config: dict, dotted: str, only_if: Any = ...) -> None:

@@ -19,7 +19,7 @@ from .recovery_presets import table_presets
 
 __all__ = ["RunSpec", "build_runs", "run_table", "role_label", "derive_imagenet", "PlanError", "SCHEDULE_GROUPS", "FIGURE7_SERIES", "TABLE1_ROWS", "TABLE3_ROWS",
            "TABLE3_BACKBONES",
-           "TABLE4_VARIANTS", "ires_tag", "run_id"]
+           "TABLE4_VARIANTS", "ires_tag", "run_id", "CALIBRATION_RECIPE", "CALIBRATION_ROW"]
 
 # Table I rows: (row label, precision, recovery, IRes on)
 TABLE1_ROWS = (
@@ -45,8 +45,11 @@ TABLE3_ROWS = (
 TABLE3_BACKBONES = tuple(dict.fromkeys(row[2] for row in TABLE3_ROWS))
 #: Table IV's IR²Net-A..D: the Table V presets, (row, preset name)
 TABLE4_VARIANTS = tuple((preset.row, preset.name) for preset in table_presets("V"))
+#: The data calibration's recipe (ir2net.calibration) and its row in the report.
+CALIBRATION_RECIPE = "cifar10_calibration_resnet20"
+CALIBRATION_ROW = "ResNet-20 (He et al.), real-valued"
 #: Keys of a workflow config's ``schedules`` section: one per recipe group.
-SCHEDULE_GROUPS = ("cifar10_resnet20_bireal", "cifar10_resnet20_irnet", "cifar10_vgg_small",
+SCHEDULE_GROUPS = ("cifar10_calibration_resnet20", "cifar10_resnet20_bireal", "cifar10_resnet20_irnet", "cifar10_vgg_small",
                    "cifar10_resnet18", "imagenet_teacher", "imagenet_stage1", "imagenet_stage2")
 #: Table II's preset per CIFAR-10 backbone (the IR-Net-structure ResNet-20 shares the
 #: ResNet-20 row: same channels, same taps)
@@ -198,11 +201,27 @@ def _cifar_run(config: dict, model: str, recipe: str, precision: str, recovery: 
                    schedule, overrides, seed)
 
 
+def _calibration_run(config: dict, seed: int) -> RunSpec:
+    """The data calibration (:mod:`ir2net.calibration`): not a row of the paper, the
+    real-valued ResNet-20 whose canonical accuracy tells what this copy of CIFAR-10 costs."""
+    data = config["cifar10"]
+    overrides = {"model.name": "resnet20", "model.precision": "fp",
+                 "data.dataset": data["dataset"], "data.root": data["root"],
+                 "data.download": data["download"], "data.train_subset": data["train_subset"],
+                 "data.test_subset": data["test_subset"], "ires.variant": config["ires_variant"]}
+    if data["dataset"] == "synthetic":
+        overrides.update({f"data.synthetic.{k}": v for k, v in data["synthetic"].items()})
+    return RunSpec(run_id("cifar10", "resnet20", "calibration", seed=seed), CALIBRATION_RECIPE,
+                   CALIBRATION_RECIPE, overrides, seed)
+
+
 def build_runs(config: dict) -> dict[str, RunSpec]:
     """The run table of a (validated) workflow config, keyed by run id, in a stable order."""
     registry = _Registry()
     lam_default = 0.15
     for seed in config["seeds"]:
+        registry.add(_calibration_run(config, seed),
+                     {"table": "calibration", "row": CALIBRATION_ROW})
         for label, precision, recovery, ires in TABLE1_ROWS:
             spec = _cifar_run(config, "resnet20_bireal", "cifar10_resnet20_bireal", precision,
                               recovery, lam_default if ires else None, seed)

@@ -48,6 +48,7 @@ class LongRun:
     priority: int
     rows: dict            # {table: row label} it fills, e.g. {"table1": "Baseline"}
     folder: Path
+    gpu_only: bool = False  # far beyond a CPU: trained only on a GPU, before anything else
 
     def overrides(self, shared: dict) -> list[str]:
         return [f"{key}={_yaml_value(value)}" for key, value in {**shared, **self.settings}.items()]
@@ -101,7 +102,7 @@ def load_plan(folder: str | Path = DEFAULT_FOLDER) -> Plan:
             raise ConfigError(f"{path}: runs[{index}] lacks {', '.join(sorted(missing))}")
         runs.append(LongRun(entry["id"], entry["recipe"], dict(entry.get("settings") or {}),
                             int(entry.get("priority", 1)), dict(entry.get("rows") or {}),
-                            folder / entry["id"]))
+                            folder / entry["id"], bool(entry.get("gpu_only", False))))
     if len({run.run_id for run in runs}) != len(runs):
         raise ConfigError(f"{path}: a run id appears twice")
     return Plan(folder, folder / plan.get("records", "../records/paper"),
@@ -117,15 +118,12 @@ def planned_config(plan: Plan, run: LongRun, data_root: Optional[str | Path] = N
 
 def _execution_settings(config: dict, *, data_root: Path, stop_after, device: str) -> dict:
     """This segment's execution-only keys: where the data is, the device, the budget."""
-    import torch
-
     config = copy.deepcopy(config)
     config["data"]["root"] = str(data_root)
     config["device"] = device
     config["progress"] = True
     config["train"]["stop_after"] = stop_after
-    on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    config["train"]["channels_last"] = not on_cuda  # measured faster on the CPU (docs/performance.md)
+    config["train"]["channels_last"] = not on_gpu(device)  # measured faster on the CPU (docs/performance.md)
     config["train"]["compile"] = "auto"  # the fastest exact step: a CUDA graph, not compiled
     return config
 
@@ -196,7 +194,11 @@ def _hours_left(summary: dict) -> Optional[dict]:
                                          f"{hardware.get('torch_threads', '?')} thread(s)"}
 
 
-def run_status(plan: Plan) -> list[dict]:
+def run_status(plan: Plan, h200_hours: Optional[dict] = None) -> list[dict]:
+    """Each planned run's state; a GPU-only run also its H200-hours (``h200_hours``, from
+    :func:`gpu_hours`: pass it to skip the cost plan)."""
+    if h200_hours is None and any(run.gpu_only and run.state != "complete" for run in plan.runs):
+        h200_hours = gpu_hours(plan)
     rows = []
     for run in plan.runs:
         summary = progress_summary(run)
@@ -205,7 +207,8 @@ def run_status(plan: Plan) -> list[dict]:
                     {"final_top1": (summary.get("final") or {}).get("top1"),
                      "best_top1": (summary.get("best") or {}).get("top1"),
                      "segments": len(summary.get("segments", [])),
-                     "left_at_last_pace": _hours_left(summary)})
+                     "left_at_last_pace": _hours_left(summary), "gpu_only": run.gpu_only,
+                     "h200_hours": (h200_hours or {}).get(run.run_id) if run.gpu_only else None})
     return rows
 
 
@@ -255,15 +258,40 @@ def write_run_table(plan: Plan) -> Path:
                                 yaml.safe_dump(table, sort_keys=False, allow_unicode=True))
 
 
-def select(plan: Plan, run_ids: list[str]) -> list[LongRun]:
-    """The named runs, or every unfinished run of the most urgent unfinished priority."""
+def select(plan: Plan, run_ids: list[str], on_gpu: bool = False) -> list[LongRun]:
+    """The named runs, or every unfinished run of the most urgent unfinished priority.  On a
+    GPU the GPU-only runs come first (nothing else can train them); a CPU never picks one."""
     if run_ids:
         return [plan.get(run_id) for run_id in run_ids]
     unfinished = [run for run in plan.runs if run.state != "complete"]
+    gpu_only = [run for run in unfinished if run.gpu_only]
+    if on_gpu and gpu_only:
+        first = min(run.priority for run in gpu_only)
+        return [run for run in gpu_only if run.priority == first]
+    unfinished = [run for run in unfinished if not run.gpu_only]
     if not unfinished:
         return []
     first = min(run.priority for run in unfinished)
     return [run for run in unfinished if run.priority == first]
+
+
+def on_gpu(device: str) -> bool:
+    """Whether ``device`` (auto, cpu, cuda) trains on a GPU here."""
+    import torch
+
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def gpu_hours(plan: Plan, device: str = "h200") -> dict[str, float]:
+    """Per GPU-only run, the GPU-hours its whole schedule needs at the measured throughput of
+    its step on ``device`` (the cost plan, :mod:`ir2net.plan`, of the plan's profile)."""
+    from .plan import plan_profile
+
+    wanted = {run.run_id for run in plan.runs if run.gpu_only}
+    if not wanted or plan.profile is None:
+        return {}
+    return {job.run: job.gpu_hours for job in plan_profile(plan.profile, device)
+            if job.run in wanted}
 
 
 def continue_runs(plan: Plan, run_ids: list[str] = (), *, stop_after=None,
@@ -276,7 +304,10 @@ def continue_runs(plan: Plan, run_ids: list[str] = (), *, stop_after=None,
     deadline = None if budget is None else time.monotonic() + budget
     root = Path(data_root) if data_root else plan.data_root
     summaries = []
-    for run in select(plan, list(run_ids)):
+    for run in select(plan, list(run_ids), on_gpu(device)):
+        if run.gpu_only and not on_gpu(device):
+            print(f"{run.run_id} is GPU-only in {plan.folder / PLAN}: on this CPU it would take "
+                  "weeks; training it because it was named")
         if run.state == "complete":
             _finish(plan, run, root)  # idempotent: the record is where it belongs
             summaries.append(progress_summary(run))

@@ -258,7 +258,8 @@ def plan_profile(profile_path: str | Path, device: str = "h200",
 
 def _table_name(role: dict) -> str:
     return {"table1": "Table I", "table3": "Table III", "table4": "Table IV",
-            "table4-stage1": "Table IV", "figure7": "Figure 7"}[role["table"]]
+            "table4-stage1": "Table IV", "figure7": "Figure 7",
+            "calibration": "Data calibration"}[role["table"]]
 
 
 def plan_markdown(jobs: list[JobCost], device: str, profile: str) -> str:

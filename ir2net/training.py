@@ -126,6 +126,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict):
     if train_cfg["schedule"] == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_cfg["epochs"],
                                                           eta_min=0.0)
+    if train_cfg["schedule"] == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, train_cfg["lr_milestones"],
+                                                    gamma=train_cfg["lr_gamma"])
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 

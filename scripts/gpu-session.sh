@@ -63,10 +63,11 @@ step() {  # step NAME NEEDED_S CAP_S: run the rest of the line if NEEDED_S secon
 }
 
 cifar10=${DATA:-$(cd results/longruns && realpath -m "$(sed -n 's/^data_root: *\([^ ]*\).*/\1/p' plan.yaml)")}
-longruns() {  # every unfinished run of the most urgent priority, each in its own process
+longruns() {  # the GPU-only runs first, else every unfinished run of the most urgent priority,
+              # each in its own process
   local ids pids=() pid id rc status=0
   ids=$($PY -c "from ir2net.longruns import load_plan, select
-print(' '.join(run.run_id for run in select(load_plan(), [])))") || return 1
+print(' '.join(run.run_id for run in select(load_plan(), [], on_gpu=True)))") || return 1
   [ -n "$ids" ] || { echo "gpu-session: every long run is complete"; return 0; }
   # unpack and decode CIFAR-10 into the cache once, before the runs read it side by side
   $PY -c "import sys; from ir2net.data.cifar10 import load_small_split

@@ -30,19 +30,36 @@ def paper_profile_runs():
 def test_the_plan_holds_the_paper_profiles_runs_with_their_settings():
     plan = load_plan(ROOT / "results" / "longruns")
     runs = paper_profile_runs()
-    assert [run.run_id for run in plan.runs if run.priority == 1] == [
-        "cifar10-resnet20_bireal-bin-norec-nores-s0", "cifar10-resnet20_bireal-bin-cirec-lam0.15-s0"]
+    assert [run.run_id for run in plan.runs if run.priority == 1 and not run.gpu_only] == [
+        "cifar10-resnet20-calibration-s0", "cifar10-resnet20_bireal-bin-norec-nores-s0",
+        "cifar10-resnet20_bireal-bin-cirec-lam0.15-s0", "cifar10-resnet20_bireal-fp-norec-nores-s0"]
+    assert {run.run_id: run.settings.get("seed", 0) for run in plan.runs
+            if run.priority == 3} == {
+        f"cifar10-resnet20_bireal-bin-{method}-s{seed}": seed
+        for seed in (1, 2) for method in ("norec-nores", "cirec-lam0.15")}
     for planned in plan.runs:
         spec = runs[planned.run_id]
         assert spec.recipe == planned.recipe
         identity = {k: v for k, v in spec.overrides.items() if not k.startswith("data.")}
         settings = {**plan.settings, **planned.settings}
+        assert settings.pop("seed", 0) == spec.seed
         assert {k: v for k, v in settings.items() if k not in SPEED_ONLY} == identity
         for table, row in planned.rows.items():
             assert (table, row) in {(role["table"], role_label(role)) for role in spec.roles}
         config = load_config(planned.recipe, [*planned.overrides(plan.settings), "data.root=x"])
-        assert config["train"]["epochs"] == 500 and config["train"]["batch_size"] == 128
-        assert config["train"]["lr"] == 0.11 and config["data"]["train_subset"] is None
+        assert config["seed"] == spec.seed
+        if planned.recipe == "cifar10_calibration_resnet20":  # akamaster's recipe
+            assert config["train"]["epochs"] == 200 and config["train"]["lr"] == 0.1
+            assert config["train"]["lr_milestones"] == [100, 150]
+            assert config["model"]["name"] == "resnet20" and not config["ires"]["enabled"]
+            continue
+        published_epochs = {"cifar10_vgg_small": 400, "cifar10_resnet18": 600}
+        assert config["train"]["epochs"] == published_epochs.get(planned.recipe, 500)
+        assert config["train"]["batch_size"] == 128
+        # Table III's other backbones, and only they, are far beyond a CPU
+        assert planned.gpu_only == (planned.recipe != "cifar10_resnet20_bireal")
+        recipe = load_config(planned.recipe, ["data.root=x"])["train"]
+        assert config["train"]["lr"] == recipe["lr"] and config["data"]["train_subset"] is None
         assert config["ires"]["variant"] == "authors"
         assert config["train"]["mixed_precision"] == "none"
 
@@ -104,6 +121,29 @@ def test_continue_trains_in_segments_and_finishes_into_the_records(tmp_path, cap
     assert whole["history"] == metrics["history"] and whole["best"] == metrics["best"]
     # now priority 2 is the most urgent
     assert [s["run"] for s in continue_runs(load_plan(folder), stop_after="0.000001s")] == ["later"]
+
+
+def test_gpu_only_runs_come_first_on_a_gpu_and_never_on_a_cpu(tmp_path, capsys):
+    from ir2net.longruns import run_status, select
+
+    folder = write_plan(tmp_path / "longruns")
+    plan_file = folder / "plan.yaml"
+    plan = yaml.safe_load(plan_file.read_text())
+    plan["runs"].append({"id": "big", "priority": 3, "gpu_only": True, "rows": {"table1": "IRec"},
+                         "recipe": "cifar10_resnet20_bireal", "settings": {"ires.enabled": False}})
+    plan_file.write_text(yaml.safe_dump(plan, sort_keys=False))
+    plan = load_plan(folder)
+    assert [run.run_id for run in select(plan, [])] == ["ir2net"]
+    assert [run.run_id for run in select(plan, [], on_gpu=True)] == ["big"]
+    assert [run.run_id for run in select(plan, ["big"])] == ["big"]   # named: the user's call
+    status = {row["run"]: row for row in run_status(plan, h200_hours={"big": 0.5})}
+    assert status["big"]["gpu_only"] and status["big"]["h200_hours"] == 0.5
+    assert not status["ir2net"]["gpu_only"] and status["ir2net"]["h200_hours"] is None
+    # on a CPU, a plan of nothing but GPU-only runs left trains nothing
+    for run_id in ("ir2net", "later"):
+        plan.get(run_id).folder.mkdir()
+        (plan.get(run_id).folder / "metrics.json").write_text("{}")
+    assert select(plan, []) == []
 
 
 def test_a_started_run_refuses_a_changed_plan(tmp_path):
@@ -203,6 +243,7 @@ def test_the_published_rows_name_binary_convolutions_only_for_binary_models():
     """The report says which machine and precision trained each published-schedule row; a
     full-precision run has no binary convolutions, so their dtype must not be named for it."""
     from ir2net.longruns import read_progress
+    from ir2net.reporting.evidence import seed_of
     from ir2net.reporting.tables import published_table
 
     progress = read_progress(ROOT / "results" / "longruns")
@@ -213,8 +254,12 @@ def test_the_published_rows_name_binary_convolutions_only_for_binary_models():
     for entry in progress:
         if entry["state"] == "not started":
             continue
-        labels = table.loc[table["method"].isin(
-            [row.replace("|", " ") for row in entry["rows"].values()]), "hardware"]
+        methods = [row.replace("|", " ") for table_name, row in entry["rows"].items()
+                   if table_name in ("table1", "table3")]
+        if not methods:  # the data calibration has a table of its own
+            continue
+        labels = table.loc[table["method"].isin(methods) & (table["seed"] == seed_of(entry["run"])),
+                           "hardware"]
         named = labels.str.contains("binary convs").all()
         assert named == (precision[entry["run"]] == "binary"), (entry["run"], list(labels))
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ir2net.binarize import BinaryConv2d
-from ir2net.models import IR2NetClassifier, create_model, list_models
+from ir2net.models import IR2NetClassifier, create_model, list_models, model_info
 from ir2net.recovery import RecoverySpec
 
 # name -> (input size, classes, binary 3x3 convs)
@@ -88,10 +88,25 @@ def test_bireal_block_has_a_shortcut_per_conv():
 
 
 def test_registry():
-    assert set(BACKBONES) | {"resnet34_teacher"} == set(list_models())
+    assert set(BACKBONES) | {"resnet34_teacher", "resnet20"} == set(list_models())
     with pytest.raises(ValueError, match="available: .*resnet20_bireal"):
         create_model("resnet21")
     assert isinstance(create_model("resnet20_bireal"), IR2NetClassifier)
+
+
+def test_calibration_resnet20_is_he_et_al():
+    """The data calibration's network: 0.27 M parameters as in He et al. (2016, Table 6) and
+    akamaster's 269,722; ReLU, nothing binary, option-A shortcuts without parameters."""
+    model = create_model("resnet20")
+    assert sum(p.numel() for p in model.parameters()) == 269_722
+    assert not binary_convs(model)
+    assert any(isinstance(m, nn.ReLU) for m in model.modules())
+    assert not any(isinstance(m, (nn.Hardtanh, nn.PReLU)) for m in model.modules())
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 19 and all(c.kernel_size == (3, 3) for c in convs)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert model_info("resnet20").binary is False
+    assert model_info("resnet20").recipe == "cifar10_calibration_resnet20"
 
 
 def test_untrained_teacher_and_teacher_from_file(tmp_path):

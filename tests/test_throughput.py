@@ -46,7 +46,7 @@ def test_a_recipe_record_names_its_step_and_the_plan_prices_those_jobs_with_it(t
 def test_a_profile_is_benchmarked_once_per_distinct_step(tmp_path, capsys):
     steps = _profile_steps(ROOT / "config/smoke.yaml")
     runs = [run for _, _, ids in steps for run in ids]
-    assert len(runs) == len(set(runs)) == 26  # every job of the smoke profile, once
+    assert len(runs) == len(set(runs)) == 27  # every job of the smoke profile, once
     assert main(["bench", "--profile", str(ROOT / "config/smoke.yaml"), "--out",
                  str(tmp_path), "--device", "cpu", "--warmup", "1", "--repeats", "1",
                  "--steps", "1"]) == 0

@@ -10,8 +10,9 @@ from snakemake.utils import validate
 # The run table comes from the package's source next to this workflow (no install needed,
 # e.g. deployed as a module), and parsing imports nothing that imports torch.
 sys.path.insert(0, str(Path(workflow.current_basedir).parents[1]))
-from ir2net.experiments import (SCHEDULE_GROUPS, TABLE3_BACKBONES, PlanError,  # noqa: E402
-                                build_runs, derive_imagenet, run_table)
+from ir2net.experiments import (CALIBRATION_RECIPE, SCHEDULE_GROUPS,  # noqa: E402
+                                TABLE3_BACKBONES, PlanError, build_runs, derive_imagenet,
+                                run_table)
 
 
 if not config:
@@ -69,6 +70,8 @@ IR2NET = f"{PACKAGE_PATH} python -m ir2net.cli"
 
 
 IMAGENET_RUNS = [run for run, spec in RUNS.items() if spec.recipe.startswith("imagenet")]
+CALIBRATION_RUNS = [run for run, spec in RUNS.items() if spec.recipe == CALIBRATION_RECIPE]
+CALIBRATIONS = [f"{RESULTS}/calibration/{run}.json" for run in CALIBRATION_RUNS]
 CIFAR_RUNS = [run for run in RUNS if run not in IMAGENET_RUNS]
 CLUSTER = config["cluster"]
 
@@ -157,7 +160,8 @@ def table1_weights():
 
 LONGRUNS = config["longruns_dir"]
 WITH_LONGRUNS = bool(LONGRUNS) and Path(LONGRUNS, "plan.yaml").is_file()
-ACCURACY_TABLES = ((["published", "matched", "segments"] if WITH_LONGRUNS else [])
+ACCURACY_TABLES = ((["published", "calibration", "gap", "matched", "segments"]
+                    if WITH_LONGRUNS else [])
                    + ["table1", "table3", "table4"])
 COMPLEXITY_TABLES = ["table2", "table5", "table6"]
 

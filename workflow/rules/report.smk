@@ -1,5 +1,7 @@
 localrules:
     run_table,
+    calibration_summary,
+    calibration,
     accuracy_tables,
     complexity_tables,
     cost_plan,
