@@ -75,8 +75,9 @@ def recovery_spec(model_cfg: dict) -> Optional[RecoverySpec]:
 def build_model(config: dict, num_classes: int) -> nn.Module:
     model_cfg = config["model"]
     info = model_info(model_cfg["name"])
-    if not info.binary:  # a plain real-valued network (the teacher)
-        return create_model(info.name, num_classes=num_classes)
+    if not info.binary:  # a plain real-valued network (the teacher, the calibration)
+        return set_batchnorm_momentum(create_model(info.name, num_classes=num_classes),
+                                      model_cfg["bn_momentum"])
     kwargs = dict(num_classes=num_classes, precision=model_cfg["precision"],
                   sign_zero=model_cfg["sign_zero"], scaling=model_cfg["scaling"],
                   recovery=recovery_spec(model_cfg))
@@ -87,6 +88,17 @@ def build_model(config: dict, num_classes: int) -> nn.Module:
     model = create_model(info.name, **kwargs)
     if model_cfg["binary_dtype"] == "bfloat16":
         set_binary_compute_dtype(model, torch.bfloat16)
+    return set_batchnorm_momentum(model, model_cfg["bn_momentum"])
+
+
+def set_batchnorm_momentum(model: nn.Module, momentum: float) -> nn.Module:
+    """Every BatchNorm layer's running-statistics momentum (``model.bn_momentum``).  With a
+    mask that keeps every pixel, IRes's second pass updates the running statistics a second
+    time with the same batch statistic, which is one update with ``1 - (1 - m)**2``
+    (tests/test_restriction.py checks the equivalence step for step)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
     return model
 
 
