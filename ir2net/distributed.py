@@ -56,6 +56,12 @@ class Distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def min(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The smallest value over the ranks (in place, like :meth:`sum`)."""
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+        return tensor
+
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every rank when ``flag`` is true on any (stop requests, non-finite loss)."""
         if not self.enabled:

@@ -109,9 +109,13 @@ def restriction_mask(attention: torch.Tensor, size: tuple[int, int], lam: float,
     batch = attention.shape[0]
     if lam == 0.0:
         return attention.new_ones(batch, 1, *size)
-    upsampled = upsample_attention(attention, size)
+    return _mask(upsample_attention(attention, size), lam, rule)
+
+
+def _mask(upsampled: torch.Tensor, lam: float, rule: RestrictionRule) -> torch.Tensor:
+    """Eq. 8-9 on an upsampled (B, 1, H, W) map."""
     threshold = lam * upsampled.mean(dim=(2, 3), keepdim=True)
-    return rule.keep(upsampled, threshold).to(attention.dtype)
+    return rule.keep(upsampled, threshold).to(upsampled.dtype)
 
 
 @dataclass(frozen=True)
@@ -146,13 +150,19 @@ class InformationRestriction:
 
     @torch.no_grad()
     def restrict(self, images: torch.Tensor,
-                 features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(D_m, removed)``: Eq. 7's masked images and the fraction of input pixels the
-        mask ``F_m`` removed from the batch (a 0-dim tensor on the device, so that training
-        can record when restriction starts to act without a host synchronisation)."""
+                 features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(D_m, removed, onset)``: Eq. 7's masked images, the fraction of input pixels the
+        mask ``F_m`` removed from the batch, and the batch's onset -- the smallest over its
+        images of :func:`restriction_onset`, so that no λ below it would have removed a
+        pixel of this batch.  The last two are 0-dim tensors on the device, so that
+        training records when restriction acts, and how far from acting it is, without a
+        host synchronisation or another pass."""
         attention = attention_map(features.float(), self.variant)
-        mask = restriction_mask(attention, tuple(images.shape[-2:]), self.lam, self.variant)
-        return images * mask.to(images.dtype), 1.0 - mask.mean()
+        upsampled = upsample_attention(attention, tuple(images.shape[-2:]))
+        mask = (_mask(upsampled, self.lam, self.variant) if self.lam > 0.0
+                else torch.ones_like(upsampled))
+        onset = (upsampled.amin(dim=(1, 2, 3)) / upsampled.mean(dim=(1, 2, 3))).min()
+        return images * mask.to(images.dtype), 1.0 - mask.mean(), onset
 
     def combine(self, loss_original: torch.Tensor, loss_masked: torch.Tensor) -> torch.Tensor:
         """Eq. 10: ``Loss_total = mu * Loss_original + (1 - mu) * Loss_masked``."""

@@ -43,6 +43,7 @@ class StepOutput(NamedTuple):
     loss: torch.Tensor
     logits: torch.Tensor
     removed_fraction: Optional[torch.Tensor]  # IRes: input pixels its mask removed (Eq. 8)
+    onset: Optional[torch.Tensor] = None       # IRes: no λ below it removes a pixel of the batch
 
 
 class TrainForward(nn.Module):
@@ -68,15 +69,15 @@ class TrainForward(nn.Module):
 
     def forward(self, images: torch.Tensor):
         if self.restriction is None:
-            return self.model(images), None, None
+            return self.model(images), None, None, None
         logits, attention_source = self.model(images, return_attention_source=True)
-        masked, removed = self.restriction.restrict(images, attention_source)
+        masked, removed, onset = self.restriction.restrict(images, attention_source)
         if self.skip_repeated_pass and torch.equal(masked, images):
             with torch.no_grad():
                 self.model(masked)
             self.repeated_passes_skipped += 1
-            return logits, logits, removed
-        return logits, self.model(masked), removed
+            return logits, logits, removed, onset
+        return logits, self.model(masked), removed, onset
 
 
 def repeated_pass_skippable(model: nn.Module, restriction: Optional[InformationRestriction],
@@ -153,12 +154,12 @@ class TrainStep:
         if self.teacher is not None:
             with torch.no_grad():
                 soft_target = self.teacher(images)
-        logits, masked_logits, removed = forward(images)
+        logits, masked_logits, removed, onset = forward(images)
         loss = self._criterion(logits, labels, soft_target)
         if masked_logits is not None:  # Eq. 10
             loss = self.restriction.combine(loss, self._criterion(masked_logits, labels,
                                                                   soft_target))
-        return StepOutput(loss, logits, removed)
+        return StepOutput(loss, logits, removed, onset)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         if self.explicit_collectives:
@@ -167,7 +168,8 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         self.optimizer.step()
-        return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction)
+        return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction,
+                          output.onset)
 
     # The data-parallel step with its collectives written out.  DistributedDataParallel
     # synchronises through autograd hooks and host-side bookkeeping in its reducer, which a
@@ -189,7 +191,8 @@ class TrainStep:
         """One data-parallel step as :meth:`__call__` takes it under DDP, collectives explicit."""
         output = self.averaged_backward(images, labels)
         self.optimizer.step()
-        return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction)
+        return StepOutput(output.loss.detach(), output.logits.detach(), output.removed_fraction,
+                          output.onset)
 
 
 class CudaGraphStep:
@@ -253,7 +256,7 @@ class CudaGraphStep:
             output.loss.backward()
             self.optimizer.step()
         self.static = StepOutput(output.loss.detach(), output.logits.detach(),
-                                 output.removed_fraction)
+                                 output.removed_fraction, output.onset)
 
     def __call__(self, images, labels):
         key = (tuple(images.shape), tuple(group["lr"] for group in self.optimizer.param_groups))

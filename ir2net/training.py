@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -269,6 +270,7 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     removed_sum = torch.zeros((), device=device)
+    onset_min = torch.full((), math.inf, device=device)
     seen, batch_index, restricting = 0, 0, False
     if partial is not None:
         batch_index, restricting = partial["batch"], partial.get("restricting", False)
@@ -277,6 +279,10 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
             correct = partial["correct"].to(device)
             removed_sum = partial.get("removed_sum", removed_sum).to(device)
             seen = partial["seen"]
+        # a minimum: every rank carries it.  A checkpoint from before the onset was recorded
+        # leaves this epoch's unknown (NaN propagates through torch.minimum)
+        onset_min = partial.get("onset_min", torch.full((), math.nan if restricting else math.inf)
+                                ).to(device)
     first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
     step_counter = torch.full((), step, device=device, dtype=torch.int64)
     images_now = 0
@@ -299,15 +305,18 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
     def totals():
         """The epoch's sums so far, over all ranks."""
         if not context.enabled:
-            return loss_sum, correct, removed_sum, seen, images_now
+            return loss_sum, correct, removed_sum, onset_min, seen, images_now
         counts = context.sum(torch.tensor([seen, images_now], device=device, dtype=torch.int64))
         return (context.sum(loss_sum.clone()), context.sum(correct.clone()),
-                context.sum(removed_sum.clone()), int(counts[0]), int(counts[1]))
+                context.sum(removed_sum.clone()), context.min(onset_min.clone()),
+                int(counts[0]), int(counts[1]))
 
     def progress_state() -> dict:
-        global_loss, global_correct, global_removed, global_seen, global_images = totals()
+        global_loss, global_correct, global_removed, global_onset, global_seen, global_images = \
+            totals()
         return {"batch": batch_index, "loss_sum": global_loss.detach().cpu(),
                 "correct": global_correct.cpu(), "removed_sum": global_removed.cpu(),
+                "onset_min": global_onset.cpu(),
                 "restricting": restricting, "seen": global_seen, "step": step,
                 "images": global_images}
 
@@ -322,7 +331,7 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
     for images, labels in batches:
         if max_steps is not None and step >= max_steps:
             break
-        loss, logits, removed = step_fn(images, labels)
+        loss, logits, removed, onset = step_fn(images, labels)
         # bookkeeping stays on the device; the host looks only every 25 steps
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step_counter,
                                      first_bad_step)
@@ -331,6 +340,7 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
         correct += (logits.argmax(1) == labels).sum()
         if removed is not None:
             removed_sum += removed
+            onset_min = torch.minimum(onset_min, onset)
             restricting = True
         seen += labels.numel()
         images_now += labels.numel()
@@ -358,12 +368,13 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
             break
     bar.close()
     check_finite()
-    loss_total, correct_total, removed_total, seen_total, images_total = totals()
+    loss_total, correct_total, removed_total, onset_total, seen_total, images_total = totals()
     return {"train_loss": loss_total.item() / max(seen_total, 1),
             "train_top1": 100.0 * correct_total.item() / max(seen_total, 1),
             "images": images_total, "step": step, "stopped": stopped,
             "ires_removed": removed_total.item() / (batch_index * context.world_size)
-            if restricting else None}
+            if restricting else None,
+            "ires_onset": onset_total.item() if restricting else None}
 
 
 @torch.no_grad()
@@ -407,6 +418,8 @@ def _epoch_line(record: dict, epochs: int, best: Optional[dict], images_per_s: f
                 f"{best['epoch']})"
     if record.get("ires_removed") is not None:
         line += f", IRes removed {100 * record['ires_removed']:.1f}% of pixels"
+        if "ires_onset" in record:
+            line += f" (onset λ {record['ires_onset']:.3f})"
     left = (epochs - record["epoch"]) * seconds_per_epoch
     return line + (f", {images_per_s:.0f} img/s, about "
                    f"{_duration_text(left)} left")
@@ -574,6 +587,10 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
                   "train_top1": stats["train_top1"], "steps": state.step}
         if stats["ires_removed"] is not None:
             record["ires_removed"] = stats["ires_removed"]
+            if math.isfinite(stats["ires_onset"]):  # unknown in an epoch resumed from before
+                record["ires_onset"] = stats["ires_onset"]
+                record["ires_onset_min"] = min([stats["ires_onset"]] + [
+                    earlier["ires_onset"] for earlier in state.history if "ires_onset" in earlier])
         if finished or (epoch + 1) % config["eval"]["every"] == 0:
             context.broadcast_buffers(model)  # rank 0's BatchNorm statistics everywhere
             last_eval = evaluate(model, data.test, train_cfg["mixed_precision"], context)

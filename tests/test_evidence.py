@@ -80,3 +80,19 @@ def test_the_fp_rows_say_where_the_papers_figure_comes_from():
     assert "IR-Net's ResNet-20 W/A 1/32 figure" in notes["FP"]
     assert "IR-Net's ResNet-20 W/A 1/32 figure" in notes["ResNet-20 FP"]
     assert "calibration not complete" in notes["FP"]
+
+
+def test_the_coverage_figure_draws_the_onset_where_it_was_recorded(tmp_path):
+    from ir2net.reporting.figures import _coverage_frame, coverage_figure
+
+    history = [{"epoch": 1, "ires_removed": 0.0},                          # before it was recorded
+               {"epoch": 2, "ires_removed": 0.0, "ires_onset": 0.8, "ires_onset_min": 0.8},
+               {"epoch": 3, "ires_removed": 0.0, "ires_onset": 0.7, "ires_onset_min": 0.7}]
+    longruns = [{"run": "i-s0", "rows": IR2NET, "history": history}]
+    plan = {"profile": "default", "runs": []}
+    frame = _coverage_frame(plan, {}, longruns)
+    assert frame["removed"].tolist() == [0.0, 0.0, 0.0]
+    assert pd.isna(frame["onset"][0]) and frame["onset"].tolist()[1:] == [0.8, 0.7]
+    paths = coverage_figure(plan, {}, tmp_path, longruns)
+    assert {path.suffix for path in paths} == {".png", ".pdf"}
+    assert all(path.stat().st_size > 0 for path in paths)

@@ -98,6 +98,23 @@ def test_ires_doubles_the_forward_passes(tmp_path, monkeypatch):
         synthetic_config("ires.lam=0")
 
 
+def test_ires_runs_record_the_onset_of_every_epoch(tmp_path):
+    """The largest λ at which every batch's mask would have kept every pixel, per epoch, from
+    the attention maps the step computes anyway, and its minimum over the epochs so far."""
+    metrics = run(synthetic_config("train.epochs=3", "ires.lam=0.15"), tmp_path / "ires")
+    onsets = [record["ires_onset"] for record in metrics["history"]]
+    assert all(0.0 <= onset <= 1.0 for onset in onsets)
+    assert [record["ires_onset_min"] for record in metrics["history"]] == [
+        min(onsets[:index + 1]) for index in range(3)]
+    for record in metrics["history"]:  # below the onset nothing is removed
+        assert record["ires_removed"] == 0.0 or record["ires_onset"] <= 0.15
+    # a λ above every onset removes pixels in every epoch
+    high = run(synthetic_config("train.epochs=1", "ires.lam=1.0"), tmp_path / "high")
+    assert high["history"][0]["ires_removed"] > 0 and high["history"][0]["ires_onset"] < 1.0
+    off = run(synthetic_config("train.epochs=1", "ires.enabled=false"), tmp_path / "off")
+    assert "ires_onset" not in off["history"][0]
+
+
 def test_nan_loss_stops_without_result(tmp_path):
     with pytest.raises(Exception, match="NaN or Inf at step"):
         run(synthetic_config("train.lr=1e30", "train.epochs=3"), tmp_path / "run")

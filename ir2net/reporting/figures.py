@@ -80,47 +80,61 @@ def figure7(plan: dict, records: dict, out_dir: str | Path) -> list[Path]:
 
 
 def _coverage_frame(plan: dict, records: dict, longruns: Optional[list[dict]]) -> pd.DataFrame:
-    """Per epoch, the % of input pixels IRes removed (history ``ires_removed``) for every
-    Figure 7 run and every published-schedule run that restricts."""
+    """Per epoch, the % of input pixels IRes removed (history ``ires_removed``) and the onset
+    λ (``ires_onset``: no λ below it would have removed a pixel of any batch of the epoch;
+    NaN for epochs trained before it was recorded) for every Figure 7 run and every
+    published-schedule run that restricts."""
     rows = []
+
+    def add(panel, series, run, epoch):
+        rows.append({"panel": panel, "series": series, "run": run, "epoch": epoch["epoch"],
+                     "removed": 100 * epoch["ires_removed"],
+                     "onset": epoch.get("ires_onset", float("nan"))})
+
     for run, role in roles(plan, "figure7"):
         record = records.get(run["id"])
         for entry in record["metrics"]["history"] if record else []:
             if entry.get("ires_removed") is not None:
-                rows.append({"panel": f"{plan['profile']} profile", "series": role["series"],
-                             "run": f"λ = {float(role['lambda']):g}", "epoch": entry["epoch"],
-                             "removed": 100 * entry["ires_removed"]})
+                add(f"{plan['profile']} profile", role["series"],
+                    f"λ = {float(role['lambda']):g}", entry)
     for entry in longruns or []:
         label = " / ".join(row.replace("|", " ") for row in entry.get("rows", {}).values())
         for epoch in entry.get("history", []):
             if epoch.get("ires_removed") is not None:
-                rows.append({"panel": "published schedule (results/longruns)", "series": label,
-                             "run": label, "epoch": epoch["epoch"],
-                             "removed": 100 * epoch["ires_removed"]})
-    return pd.DataFrame(rows, columns=["panel", "series", "run", "epoch", "removed"])
+                add("published schedule (results/longruns)", label, label, epoch)
+    return pd.DataFrame(rows, columns=["panel", "series", "run", "epoch", "removed", "onset"])
 
 
 def coverage_figure(plan: dict, records: dict, out_dir: str | Path,
                     longruns: Optional[list[dict]] = None) -> list[Path]:
-    """When does IRes act?  The fraction of input pixels its mask removed, per epoch, for
+    """When does IRes act?  Top: the fraction of input pixels its mask removed, per epoch, for
     each λ of Figure 7 (and the published-schedule runs): 0 % means the masked pass repeats
-    the original one."""
+    the original one.  Bottom: each epoch's onset, the λ below which no batch of the epoch
+    lost a pixel, beside the paper's λ = 0.15."""
     plt, sns = _pyplot()
     frame = _coverage_frame(plan, records, longruns)
     panels = list(dict.fromkeys(frame["panel"])) or [f"{plan['profile']} profile"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), dpi=150,
-                             squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 6.6), dpi=150,
+                             squeeze=False, sharex="col")
+    for column, panel in enumerate(panels):
         part = frame[frame["panel"] == panel]
-        if not part.empty:
-            sns.lineplot(data=part, x="epoch", y="removed", hue="run", style="series",
-                         marker="o" if part["epoch"].nunique() < 20 else None, ax=ax)
-            ax.legend(fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no IRes run has finished", ha="center", transform=ax.transAxes)
-        ax.set_title(panel, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("input pixels removed by the IRes mask (%)")
+        removed_ax, onset_ax = axes[0][column], axes[1][column]
+        for ax, value in ((removed_ax, "removed"), (onset_ax, "onset")):
+            known = part.dropna(subset=[value])
+            if not known.empty:
+                sns.lineplot(data=known, x="epoch", y=value, hue="run", style="series",
+                             marker="o" if known["epoch"].nunique() < 20 else None, ax=ax)
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no IRes run has finished" if value == "removed" else
+                        "onset not recorded yet", ha="center", transform=ax.transAxes)
+        onset_ax.axhline(0.15, color="grey", linestyle="--", linewidth=1)
+        onset_ax.text(0.01, 0.15, " λ = 0.15 (paper)", color="grey", fontsize=7, va="bottom",
+                      transform=onset_ax.get_yaxis_transform())
+        removed_ax.set_title(panel, fontsize=9)
+        removed_ax.set_ylabel("input pixels removed by the IRes mask (%)")
+        onset_ax.set_xlabel("epoch")
+        onset_ax.set_ylabel("onset λ: below it no pixel of the epoch is removed")
     fig.tight_layout()
     return save_figure(fig, Path(out_dir) / "ires_coverage")
 
