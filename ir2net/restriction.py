@@ -91,7 +91,11 @@ def restriction_onset(attention: torch.Tensor, size: tuple[int, int]) -> torch.T
     """Per image, the λ below which Eq. 9's threshold removes no pixel: the smallest value
     of the upsampled map over its mean (``(B,)``).  Below it Algorithm 1's masked pass sees
     the original image."""
-    upsampled = upsample_attention(attention, size)
+    return _onset(upsample_attention(attention, size))
+
+
+def _onset(upsampled: torch.Tensor) -> torch.Tensor:
+    """Per image of an upsampled (B, 1, H, W) map: its smallest value over its mean."""
     return upsampled.amin(dim=(1, 2, 3)) / upsampled.mean(dim=(1, 2, 3))
 
 
@@ -161,7 +165,7 @@ class InformationRestriction:
         upsampled = upsample_attention(attention, tuple(images.shape[-2:]))
         mask = (_mask(upsampled, self.lam, self.variant) if self.lam > 0.0
                 else torch.ones_like(upsampled))
-        onset = (upsampled.amin(dim=(1, 2, 3)) / upsampled.mean(dim=(1, 2, 3))).min()
+        onset = _onset(upsampled).min()
         return images * mask.to(images.dtype), 1.0 - mask.mean(), onset
 
     def combine(self, loss_original: torch.Tensor, loss_masked: torch.Tensor) -> torch.Tensor:

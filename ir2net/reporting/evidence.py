@@ -18,7 +18,7 @@ from ..calibration import ALSO_REPORTED, REFERENCE, shortfall
 from ..paper import paper_values
 
 __all__ = ["calibration_table", "gap_table", "seed_of", "PAPER_TABLES", "gap_paragraph",
-           "mean_std", "paper_top1"]
+           "mean_std", "paper_top1", "run_state"]
 
 #: The paper's ResNet-20 FP figure is this one of IR-Net's README, for W/A 1/32.
 IRNET_W1A32 = 90.8
@@ -35,7 +35,8 @@ def seed_of(run_id: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _state(entry: dict) -> str:
+def run_state(entry: dict) -> str:
+    """A run's state as the tables print it (``epoch k of n`` while it trains)."""
     if entry["state"] == "training":
         return f"epoch {entry['epochs_done']} of {entry['epochs']}"
     return entry["state"]
@@ -53,7 +54,7 @@ def calibration_table(progress: list[dict]) -> pd.DataFrame:
             continue
         best, final = entry.get("best") or {}, entry.get("final") or {}
         rows.append({"model": entry["rows"]["calibration"], "seed": seed_of(entry["run"]),
-                     "state": _state(entry), "best_top1": best.get("top1"),
+                     "state": run_state(entry), "best_top1": best.get("top1"),
                      "best_epoch": best.get("epoch"), "final_top1": final.get("top1"),
                      "canonical_top1": REFERENCE["top1"],
                      "shortfall": (shortfall(best.get("top1")) if entry["state"] == "complete"

@@ -25,7 +25,7 @@ from ..paper import paper_values
 from .complexity_tables import table2_rows, table5_rows, table6_rows
 from ..experiments import role_label
 from .evidence import (PAPER_TABLES, calibration_table, gap_table, mean_std, paper_top1,
-                       seed_of)
+                       run_state, seed_of)
 from .records import roles
 
 __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "CAPTIONS", "build_tables",
@@ -221,9 +221,7 @@ def published_table(progress: list[dict]) -> pd.DataFrame:
                 continue
             final, best = entry.get("final") or {}, entry.get("best") or {}
             reference = paper_top1(paper, table, row)
-            state = entry["state"]
-            if state == "training":
-                state = f"epoch {entry['epochs_done']} of {entry['epochs']}"
+            state = run_state(entry)
             rows.append({"table": ROMAN_TABLES[table], "method": row.replace("|", " "),
                          "seed": seed_of(entry["run"]), "paper_top1": reference, "state": state,
                          "final_top1": final.get("top1"), "final_epoch": final.get("epoch"),
