@@ -331,7 +331,7 @@ def _figures(args) -> int:
 
     plan, records = load_records(args.records)
     longruns = _read_longruns(args.longruns)
-    written = (figure7(plan, records, args.out)
+    written = (figure7(plan, records, args.out, longruns)
                + coverage_figure(plan, records, args.out, longruns)
                + training_curves(plan, records, args.out)
                + paper_comparison(accuracy_tables(plan, records, longruns), args.out))
@@ -397,21 +397,29 @@ def _evaluate(args) -> int:
 
 
 def _ires_coverage(args) -> int:
-    from .inference import ires_coverage
+    from .inference import ires_coverage_grid
 
     _set_threads(args.threads)
-    result = ires_coverage(args.target, args.lam, variant=args.variant, config=args.config,
-                           data_root=args.data_root, device=args.device)
+    results = ires_coverage_grid(args.target, args.lam, variants=args.variant,
+                                 sources=args.source, config=args.config,
+                                 data_root=args.data_root, device=args.device)
+    if args.out:
+        from .artifacts import write_json
+        write_json(args.out, results)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
         return 0
-    at = f" (epoch {result['epoch']}, step {result['step']})" if "epoch" in result else ""
-    print(f"{result['weights']}{at}, IRes variant {result['variant']}, "
-          f"{result['images']} test images, eval mode")
-    print(f"the mask removes nothing below λ = {result['onset']['min']:.3f} "
-          f"(per-image onset: median {result['onset']['median']:.3f})")
-    for lam, fraction in result["removed"].items():
-        print(f"λ = {lam:<5g} removes {100 * fraction:6.2f}% of pixels")
+    first = results[0]
+    at = f" (epoch {first['epoch']}, step {first['step']})" if "epoch" in first else ""
+    print(f"{first['weights']}{at}, {first['images']} test images, eval mode")
+    for result in results:
+        print(f"IRes variant {result['variant']}, attention source {result['source']}: "
+              f"the mask removes nothing below λ = {result['onset']['min']:.3f} "
+              f"(per-image onset: median {result['onset']['median']:.3f})")
+        for lam, fraction in result["removed"].items():
+            print(f"  λ = {lam:<5g} removes {100 * fraction:6.2f}% of pixels")
+    if args.out:
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -485,6 +493,8 @@ def _longrun(args) -> int:
                 left += ("; GPU-only" if row["h200_hours"] is None else
                          f"; GPU-only, {row['h200_hours']:.2f} H200-hours for the whole "
                          "schedule (cost plan)")
+            if row["derivation"] is not None and row["state"] == "not started":
+                where = f"not started: {row['derivation']['note']}"
             print(f"[{row['priority']}] {row['run']}: {where}{scores}{left}")
         return 0
     _set_threads(args.threads)
@@ -510,6 +520,7 @@ def _lambda(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .models.layers import ATTENTION_SOURCES
     from .restriction import list_rules
 
     parser = argparse.ArgumentParser(prog="ir2net", description="IR²Net reproduction harness")
@@ -585,8 +596,15 @@ def build_parser() -> argparse.ArgumentParser:
     coverage.add_argument("--lam", type=_lambda, nargs="+",
                           default=[0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0],
                           help="the λ values (default: Figure 7's)")
-    coverage.add_argument("--variant", choices=list_rules(),
-                          help="IRes variant (default: the run's ires.variant)")
+    coverage.add_argument("--variant", choices=list_rules(), nargs="+",
+                          help="IRes variant(s) (default: the run's ires.variant)")
+    coverage.add_argument("--source", choices=list(ATTENTION_SOURCES), nargs="+",
+                          help="attention source(s) of Eq. 5 (default: the run's ires.source): "
+                               "output = after the last stage's final activation (authors' "
+                               "code); pre_activation = before it (this project's extension)")
+    coverage.add_argument("--out", type=Path,
+                          help="also write the results (a list, one per variant and source) "
+                               "to this JSON file")
     coverage.set_defaults(func=_ires_coverage)
 
     export_model = sub.add_parser("export", help="export a trained model for inference")

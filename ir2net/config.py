@@ -228,7 +228,8 @@ EXECUTION_ONLY_KEYS = ("progress", "device", "data.workers", "data.cache_dir", "
 #: digest, so adding a key never invalidates a run in progress (the published-schedule runs
 #: in results/longruns/ live for days).  A new key goes here with its neutral value.
 LATER_KEYS: dict[str, Any] = {"train.sync_batchnorm": False, "train.lr_milestones": [],
-                               "train.lr_gamma": 0.1, "model.bn_momentum": 0.1}
+                               "train.lr_gamma": 0.1, "model.bn_momentum": 0.1,
+                               "ires.source": "output"}
 
 
 def _drop(config: dict, dotted: str, only_if: Any = ...) -> None:

@@ -18,7 +18,8 @@ from torch import nn
 from . import artifacts
 from .config import ConfigError, load_config
 
-__all__ = ["TrainedModel", "load_trained", "score", "ires_coverage", "export", "EXPORT_FORMATS"]
+__all__ = ["TrainedModel", "load_trained", "score", "ires_coverage", "ires_coverage_grid",
+           "export", "EXPORT_FORMATS"]
 
 EXPORT_FORMATS = ("torch-export", "onnx")
 
@@ -87,40 +88,59 @@ def score(target: str | Path, *, config: Optional[str | Path] = None,
 
 
 def ires_coverage(target: str | Path, lams: list[float], *, variant: Optional[str] = None,
-                  config: Optional[str | Path] = None, data_root: Optional[str | Path] = None,
-                  device: str = "cpu") -> dict:
+                  source: Optional[str] = None, config: Optional[str | Path] = None,
+                  data_root: Optional[str | Path] = None, device: str = "cpu") -> dict:
     """When would IRes act on these weights?  Eq. 5-9 on every test image, in eval mode:
     the fraction of input pixels the mask removes at each λ, and the onset, the λ below
     which it removes nothing from any image (:func:`~ir2net.restriction.restriction_onset`).
-    ``variant`` defaults to the run's own ``ires.variant``."""
+    ``variant`` and ``source`` (the attention source, ``ires.source``) default to the run's
+    own."""
+    return ires_coverage_grid(target, lams, variants=[variant] if variant else None,
+                              sources=[source] if source else None, config=config,
+                              data_root=data_root, device=device)[0]
+
+
+def ires_coverage_grid(target: str | Path, lams: list[float], *,
+                       variants: Optional[list[str]] = None, sources: Optional[list[str]] = None,
+                       config: Optional[str | Path] = None,
+                       data_root: Optional[str | Path] = None, device: str = "cpu") -> list[dict]:
+    """:func:`ires_coverage` for every pair of restriction rule and attention source, from
+    one pass over the test set (both sources come out of the same forward pass)."""
     from .data import build_test_data
     from .restriction import attention_map, restriction_mask, restriction_onset
     from .training import resolve_device
 
     overrides = (f"data.root={data_root}",) if data_root else ()
     trained = load_trained(target, config=config, overrides=overrides, device=device)
-    variant = variant or trained.config["ires"]["variant"]
+    ires = trained.config["ires"]
+    pairs = [(variant, source) for variant in (variants or [ires["variant"]])
+             for source in (sources or [ires.get("source", "output")])]
     batches, _ = build_test_data(trained.config, resolve_device(device))
-    removed = torch.zeros(len(lams), dtype=torch.float64)
-    onsets, images = [], 0
+    removed = torch.zeros(len(pairs), len(lams), dtype=torch.float64)
+    onsets, images = [[] for _ in pairs], 0
     with torch.no_grad():
         for batch, _labels in batches:
-            _, features = trained.model(batch, return_attention_source=True)
-            attention = attention_map(features.float(), variant)
+            features = trained.model.attention_sources(batch)
             size = tuple(batch.shape[-2:])
-            onsets.append(restriction_onset(attention, size))
-            for index, lam in enumerate(lams):
-                mask = restriction_mask(attention, size, lam, variant)
-                removed[index] += (1.0 - mask.double().mean(dim=(1, 2, 3))).sum()
+            for pair, (variant, source) in enumerate(pairs):
+                attention = attention_map(features[source].float(), variant)
+                onsets[pair].append(restriction_onset(attention, size))
+                for index, lam in enumerate(lams):
+                    mask = restriction_mask(attention, size, lam, variant)
+                    removed[pair, index] += (1.0 - mask.double().mean(dim=(1, 2, 3))).sum()
             images += batch.shape[0]
-    onsets = torch.cat(onsets)
     where = {}
     if _is_checkpoint(trained.weights):  # a run in progress: say how far it was
         state = torch.load(trained.weights, map_location="cpu", weights_only=True)
         where = {"epoch": state["epoch"], "step": state["step"]}
-    return {"weights": str(trained.weights), **where, "variant": variant, "images": images,
-            "onset": {"min": onsets.min().item(), "median": onsets.median().item()},
-            "removed": {lam: (removed[i] / images).item() for i, lam in enumerate(lams)}}
+    results = []
+    for pair, (variant, source) in enumerate(pairs):
+        onset = torch.cat(onsets[pair])
+        results.append({
+            "weights": str(trained.weights), **where, "variant": variant, "source": source,
+            "images": images, "onset": {"min": onset.min().item(), "median": onset.median().item()},
+            "removed": {lam: (removed[pair, i] / images).item() for i, lam in enumerate(lams)}})
+    return results
 
 
 def export(target: str | Path, out: str | Path, fmt: str = "torch-export", *,

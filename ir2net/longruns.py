@@ -11,6 +11,7 @@ folder under ``results/longruns/`` is committed between segments::
     results/longruns/<run>/model.pt      final weights, once complete (the checkpoint goes)
     results/longruns/<run>/metrics.json  the finished run's record
     results/longruns/<run>/cpu_evaluation.json  its weights re-scored on the CPU (CI checks it)
+    results/longruns/<run>/ires_coverage.json   ``ir2net ires-coverage --out`` on its weights
 
 ``ir2net longrun continue`` trains every unfinished run of the most urgent priority
 until it completes or the time budget runs out; a completed run's record is copied into
@@ -31,11 +32,13 @@ from typing import Optional
 from . import artifacts
 from .config import ConfigError, config_digest, load_config, parse_duration, read_yaml_text
 
-__all__ = ["LongRun", "load_plan", "run_status", "continue_runs", "DEFAULT_FOLDER",
+__all__ = ["LongRun", "load_plan", "run_status", "continue_runs", "DEFAULT_FOLDER", "derive",
+           "derivation",
            "progress_summary", "read_progress", "write_progress", "write_run_table"]
 
 DEFAULT_FOLDER = Path("results/longruns")
 PLAN = "plan.yaml"
+COVERAGE = "ires_coverage.json"  # what IRes's mask would remove on the run's weights
 
 
 @dataclass
@@ -49,6 +52,7 @@ class LongRun:
     rows: dict            # {table: row label} it fills, e.g. {"table1": "Baseline"}
     folder: Path
     gpu_only: bool = False  # far beyond a CPU: trained only on a GPU, before anything else
+    same_as: Optional[str] = None  # a Figure 7 λ point: that run, exactly, below its onset
 
     def overrides(self, shared: dict) -> list[str]:
         return [f"{key}={_yaml_value(value)}" for key, value in {**shared, **self.settings}.items()]
@@ -102,9 +106,15 @@ def load_plan(folder: str | Path = DEFAULT_FOLDER) -> Plan:
             raise ConfigError(f"{path}: runs[{index}] lacks {', '.join(sorted(missing))}")
         runs.append(LongRun(entry["id"], entry["recipe"], dict(entry.get("settings") or {}),
                             int(entry.get("priority", 1)), dict(entry.get("rows") or {}),
-                            folder / entry["id"], bool(entry.get("gpu_only", False))))
+                            folder / entry["id"], bool(entry.get("gpu_only", False)),
+                            entry.get("same_as")))
     if len({run.run_id for run in runs}) != len(runs):
         raise ConfigError(f"{path}: a run id appears twice")
+    ids = {run.run_id for run in runs}
+    for run in runs:
+        if run.same_as is not None and (run.same_as not in ids or "ires.lam" not in run.settings):
+            raise ConfigError(f"{path}: run {run.run_id} is planned same_as {run.same_as!r}, "
+                              "which needs a planned reference run and the point's ires.lam")
     return Plan(folder, folder / plan.get("records", "../records/paper"),
                 folder / plan.get("data_root", "data"), dict(plan.get("settings") or {}), runs,
                 folder / plan["profile"] if plan.get("profile") else None)
@@ -164,7 +174,9 @@ def write_progress(run: LongRun) -> Optional[Path]:
 
 def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
     """Every planned run with its committed ``progress.json`` (``state: not started`` when it
-    has none): what the tables and the report show, read without loading a checkpoint."""
+    has none): what the tables and the report show, read without loading a checkpoint.  A
+    Figure 7 point carries its ``same_as``; a run with a committed ``ires_coverage.json``
+    (``ir2net ires-coverage --out``) carries it as ``ires_coverage``."""
     plan = load_plan(folder)
     rows = []
     for run in plan.runs:
@@ -174,6 +186,11 @@ def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
         else:
             rows.append({"run": run.run_id, "state": "not started", "rows": run.rows,
                          "priority": run.priority})
+        rows[-1]["rows"] = run.rows  # the plan says which rows a run fills, now
+        if run.same_as is not None:
+            rows[-1]["same_as"] = run.same_as
+        if (run.folder / COVERAGE).is_file():
+            rows[-1]["ires_coverage"] = json.loads((run.folder / COVERAGE).read_text())
     return rows
 
 
@@ -194,6 +211,71 @@ def _hours_left(summary: dict) -> Optional[dict]:
                                          f"{hardware.get('torch_threads', '?')} thread(s)"}
 
 
+#: A λ point is derived only when it lies this far (relative) below the recorded onset, so
+#: that the float rounding of Eq. 9's threshold cannot decide it.
+ONSET_MARGIN = 1e-6
+
+
+def derive(lam: float, reference: dict) -> dict:
+    """Whether a λ point of Figure 7 is its reference run exactly, from the reference's
+    summary (:func:`progress_summary` or its ``progress.json``).
+
+    Two IRes runs whose masks both keep every pixel at every step train identically (the
+    second pass repeats the first; issue "IRes settled").  The reference records, per epoch,
+    the smallest onset over its batches (``ires_onset``): no λ below it would have removed a
+    pixel.  By induction over the steps, a run at a λ below the reference's smallest onset
+    over all its steps so far has the same weights at every step so far.  States:
+    ``derived`` (that run, exactly: not trained), ``pending`` (the reference has recorded no
+    onset yet: wait for it), ``unprovable`` (some epoch of the reference predates the onset
+    record) and ``acts`` (the mask would have removed pixels at some epoch): those two are
+    trained."""
+    history = [record for record in reference.get("history") or [] if "steps" in record]
+    name = reference["run"]
+    facts = {"lam": lam, "reference": name, "onset_min": None,
+             "steps": history[-1]["steps"] if history else 0,
+             "epochs_done": reference.get("epochs_done"), "epochs": reference.get("epochs")}
+    if not history:
+        return {**facts, "state": "pending",
+                "note": f"waits for {name} to record its onset (not started)"}
+    missing = [record["epoch"] for record in history if "ires_onset" not in record]
+    if missing:
+        return {**facts, "state": "unprovable",
+                "note": f"{name} recorded no onset for epochs {missing[0]}-{missing[-1]} "
+                        "(trained before the onset was recorded): trained"}
+    onset = min(record["ires_onset"] for record in history)
+    facts["onset_min"] = onset
+    steps = f"over all {facts['steps']:,} steps"
+    if reference.get("state") != "complete":
+        steps += f" so far (epoch {history[-1]['epoch']} of {reference.get('epochs')})"
+    if lam < onset * (1 - ONSET_MARGIN):
+        return {**facts, "state": "derived",
+                "note": f"identical to {name}, onset ≥ {onset:.3f} {steps}"}
+    return {**facts, "state": "acts",
+            "note": f"λ = {lam:g} is not below {name}'s onset {onset:.3f} {steps}: trained"}
+
+
+def derivation(plan: Plan, run: LongRun) -> Optional[dict]:
+    """:func:`derive` for a planned λ point (``same_as``); ``None`` for any other run.  A
+    point and its reference must differ in ``ires.lam`` alone."""
+    if run.same_as is None:
+        return None
+    reference = plan.get(run.same_as)
+    point, base = planned_config(plan, run, "x"), planned_config(plan, reference, "x")
+    point["ires"]["lam"] = base["ires"]["lam"]
+    if config_digest(point) != config_digest(base):
+        raise ConfigError(f"{plan.folder / PLAN}: {run.run_id} is planned same_as "
+                          f"{reference.run_id} but differs from it in more than ires.lam")
+    return derive(float(run.settings["ires.lam"]), progress_summary(reference))
+
+
+def _waits(plan: Plan, run: LongRun) -> bool:
+    """A λ point not to train now: derived from its reference, or waiting for its onset."""
+    if run.state != "not started":
+        return False
+    derived = derivation(plan, run)
+    return derived is not None and derived["state"] in ("derived", "pending")
+
+
 def run_status(plan: Plan, h200_hours: Optional[dict] = None) -> list[dict]:
     """Each planned run's state; a GPU-only run also its H200-hours (``h200_hours``, from
     :func:`gpu_hours`: pass it to skip the cost plan)."""
@@ -208,7 +290,8 @@ def run_status(plan: Plan, h200_hours: Optional[dict] = None) -> list[dict]:
                      "best_top1": (summary.get("best") or {}).get("top1"),
                      "segments": len(summary.get("segments", [])),
                      "left_at_last_pace": _hours_left(summary), "gpu_only": run.gpu_only,
-                     "h200_hours": (h200_hours or {}).get(run.run_id) if run.gpu_only else None})
+                     "h200_hours": (h200_hours or {}).get(run.run_id) if run.gpu_only else None,
+                     "derivation": derivation(plan, run)})
     return rows
 
 
@@ -260,10 +343,12 @@ def write_run_table(plan: Plan) -> Path:
 
 def select(plan: Plan, run_ids: list[str], on_gpu: bool = False) -> list[LongRun]:
     """The named runs, or every unfinished run of the most urgent unfinished priority.  On a
-    GPU the GPU-only runs come first (nothing else can train them); a CPU never picks one."""
+    GPU the GPU-only runs come first (nothing else can train them); a CPU never picks one.
+    A λ point that is its reference run exactly (:func:`derive`), or waits for the
+    reference's onset, is not picked."""
     if run_ids:
         return [plan.get(run_id) for run_id in run_ids]
-    unfinished = [run for run in plan.runs if run.state != "complete"]
+    unfinished = [run for run in plan.runs if run.state != "complete" and not _waits(plan, run)]
     gpu_only = [run for run in unfinished if run.gpu_only]
     if on_gpu and gpu_only:
         first = min(run.priority for run in gpu_only)

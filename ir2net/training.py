@@ -89,6 +89,9 @@ def build_model(config: dict, num_classes: int) -> nn.Module:
     model = create_model(info.name, **kwargs)
     if model_cfg["binary_dtype"] == "bfloat16":
         set_binary_compute_dtype(model, torch.bfloat16)
+    ires = config.get("ires") or {}  # the cost plan builds models from their section alone
+    if ires.get("enabled"):
+        model.set_attention_source(ires.get("source", "output"))
     return set_batchnorm_momentum(model, model_cfg["bn_momentum"])
 
 

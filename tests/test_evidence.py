@@ -96,3 +96,66 @@ def test_the_coverage_figure_draws_the_onset_where_it_was_recorded(tmp_path):
     paths = coverage_figure(plan, {}, tmp_path, longruns)
     assert {path.suffix for path in paths} == {".png", ".pdf"}
     assert all(path.stat().st_size > 0 for path in paths)
+
+
+def _history(removed, onsets=None):
+    return [{"epoch": e + 1, "steps": 10 * (e + 1), "ires_removed": value,
+             **({} if onsets is None else {"ires_onset": onsets[e]})}
+            for e, value in enumerate(removed)]
+
+
+def test_ires_rows_say_whether_their_mask_removed_anything():
+    from ir2net.reporting.ires_evidence import REMOVED_NOTHING, mask_label
+    from ir2net.reporting.tables import published_table
+
+    assert mask_label([[{"epoch": 1}]]) == ""                          # no IRes
+    assert mask_label([_history([0.0, 0.0]), _history([0.0])]) == REMOVED_NOTHING
+    assert mask_label([_history([0.0, 0.0]), _history([0.0, 0.0123])]) == \
+        "removed up to 1.23% of pixels (epoch mean)"
+    progress = [{**entry("ires-s0", {"table1": "IRes"}, 80.0), "history": _history([0.0] * 3)},
+                {**entry("base-s0", {"table1": "Baseline"}, 79.0), "history": [{"epoch": 1}]}]
+    frame = published_table(progress)
+    assert frame["ires_mask"].tolist() == [REMOVED_NOTHING, ""]
+
+
+def test_the_coverage_table_lists_every_rule_and_source_at_figure_7s_lambda():
+    from ir2net.reporting.ires_evidence import coverage_table
+    from ir2net.reporting.tables import printed, to_markdown
+
+    result = {"weights": "model.pt", "variant": "authors", "source": "pre_activation",
+              "images": 10, "onset": {"min": 0.634, "median": 0.8},
+              "removed": {"0.15": 0.0, "0.9": 0.0612, "1.0": 0.4769}}     # as JSON keeps them
+    progress = [{**entry("ir2net-s0", {"table1": "IRes+CIRec"}, 83.0), "ires_coverage": [result]},
+                entry("base-s0", {"table1": "Baseline"}, 79.0)]
+    frame = coverage_table(progress)
+    assert len(frame) == 1 and frame.loc[0, "weights"] == "final (500 epochs)"
+    assert frame.loc[0, "removed_0.9"] == pytest.approx(6.12)
+    assert pd.isna(frame.loc[0, "removed_0.3"])                          # not measured: blank
+    markdown = to_markdown(*printed("coverage", frame))
+    assert "| pre_activation" in markdown and "6.12" in markdown and "0.634" in markdown
+
+
+def test_figure_7_draws_complete_and_derived_points_and_skips_the_rest(tmp_path):
+    from ir2net.reporting.figures import figure7
+    from ir2net.reporting.ires_evidence import figure7_points
+
+    reference = {**entry("ires-lam0.15", {"figure7": "IRes|0.15"}, 80.0),
+                 "history": _history([0.0, 0.0], onsets=[0.7, 0.65])}
+    progress = [
+        {**entry("base", {"figure7": "IRes|0"}, 79.0), "history": []},
+        reference,
+        {"run": "lam0.3", "state": "not started", "rows": {"figure7": "IRes|0.3"},
+         "same_as": "ires-lam0.15"},
+        {"run": "lam0.9", "state": "not started", "rows": {"figure7": "IRes|0.9"},
+         "same_as": "ires-lam0.15"},                                   # acts: to be trained
+        {**entry("irec-lam0.15", {"figure7": "IRes+IRec|0.15"}, 84.0, state="training",
+                 epochs_done=10)},                                    # in progress: not drawn
+    ]
+    points, onsets = figure7_points(progress)
+    assert points[["run", "lambda", "kind", "top1"]].values.tolist() == [
+        ["base", 0.0, "trained", 79.0], ["ires-lam0.15", 0.15, "trained", 80.0],
+        ["lam0.3", 0.3, "derived", 80.0]]
+    assert onsets == {"IRes": ("ires-lam0.15", 0.65)}
+    plan = {"profile": "test", "runs": []}
+    assert [path.name for path in figure7(plan, {}, tmp_path, progress)] == ["fig7.png",
+                                                                             "fig7.pdf"]

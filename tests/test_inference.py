@@ -97,6 +97,24 @@ def test_ires_coverage_onset_separates_no_restriction_from_some(trained):
     assert paper["variant"] == "paper" and paper["removed"][1.0] > 0.0
 
 
+def test_ires_coverage_of_both_attention_sources_from_one_pass(trained, tmp_path, capsys):
+    folder, _ = trained
+    out = tmp_path / "coverage.json"
+    assert main(["ires-coverage", str(folder), "--lam", "0.15", "1", "--variant", "authors",
+                 "paper", "--source", "output", "pre_activation", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "IRes variant paper, attention source pre_activation" in printed
+    grid = json.loads(out.read_text())
+    assert [(r["variant"], r["source"]) for r in grid] == [
+        ("authors", "output"), ("authors", "pre_activation"),
+        ("paper", "output"), ("paper", "pre_activation")]
+    single = ires_coverage(folder, [0.15, 1.0], variant="paper", source="pre_activation")
+    assert single["onset"] == grid[3]["onset"]
+    assert {float(k): v for k, v in grid[3]["removed"].items()} == single["removed"]
+    assert grid[0]["onset"] == ires_coverage(folder, [0.5])["onset"]  # the run's own default
+    assert grid[1]["onset"] != grid[0]["onset"]  # a different map
+
+
 def test_ires_coverage_reads_a_run_that_is_still_training(tmp_path, capsys):
     folder = tmp_path / "training"
     with pytest.raises(TrainingStopped):  # one step, then the budget is spent

@@ -93,3 +93,50 @@ def test_bn_momentum_reaches_every_batchnorm_and_leaves_old_digests_alone():
     assert config_digest(without_key) == config_digest(base)
     with pytest.raises(ConfigError, match="'model.bn_momentum': 0 is less than or equal"):
         load_config("cifar10_resnet20_bireal", ["data.root=x", "model.bn_momentum=0"])
+
+
+def test_attention_source_reaches_the_model_and_leaves_old_digests_alone():
+    from ir2net.config import ConfigError, config_digest
+    from ir2net.training import build_model
+
+    base = load_config("cifar10_resnet20_bireal", ["data.root=x"])
+    assert build_model(base, 10).attention_source == "output"
+    config = load_config("cifar10_resnet20_bireal", ["data.root=x", "ires.source=pre_activation"])
+    assert build_model(config, 10).attention_source == "pre_activation"
+    assert config_digest(config) != config_digest(base)
+    without_key = load_config("cifar10_resnet20_bireal", ["data.root=x"])
+    del without_key["ires"]["source"]
+    assert config_digest(without_key) == config_digest(base)
+    with pytest.raises(ConfigError, match="'ires.source'"):
+        load_config("cifar10_resnet20_bireal", ["data.root=x", "ires.source=input"])
+
+
+def test_a_lambda_below_the_recorded_onset_trains_the_reference_run_bit_for_bit(tmp_path):
+    """Figure 7's derived points (ir2net.longruns.derive): a λ below the smallest onset the
+    reference recorded over all its steps trains the same weights; λ = 1 does not."""
+    from ir2net.longruns import derive
+
+    prefix = [*STEPS[:-2], "train.epochs=2", "progress=false", "ires.enabled=true"]
+    prefix = [item for item in prefix if not item.startswith("data.synthetic.train_size")]
+    prefix.append("data.synthetic.train_size=320")               # 2 epochs of 40 steps
+
+    def train(lam, name):
+        metrics = run(load_config("cifar10_resnet20_bireal", [*prefix, f"ires.lam={lam}"]),
+                      tmp_path / name)
+        return metrics, torch.load(tmp_path / name / "model.pt", weights_only=True)
+
+    reference_metrics, reference = train(0.05, "reference")
+    history = reference_metrics["history"]
+    assert [record["ires_removed"] for record in history] == [0.0, 0.0]
+    onset = min(record["ires_onset"] for record in history)
+    assert history[-1]["ires_onset_min"] == onset and onset > 0.05
+    summary = {"run": "reference", "state": "complete", "history": history, "epochs": 2}
+    lam = round((0.05 + onset) / 2, 4)
+    assert derive(lam, summary)["state"] == "derived"
+    assert derive(1.0, summary)["state"] == "acts"
+    _, point = train(lam, "point")
+    assert point.keys() == reference.keys()
+    assert all(torch.equal(point[key], reference[key]) for key in reference)  # every tensor
+    acting_metrics, acting = train(1.0, "acting")
+    assert acting_metrics["history"][0]["ires_removed"] > 0.0
+    assert not all(torch.equal(acting[key], reference[key]) for key in reference)

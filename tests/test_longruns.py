@@ -330,3 +330,60 @@ def test_finished_long_runs_render_as_the_paper_profiles_tables(tmp_path):
         row = rows.loc[run.rows["table1"]]
         assert row["final_top1"] == pytest.approx(metrics["final"]["top1"]), table1
         assert row["best_top1"] == pytest.approx(metrics["best"]["top1"]), table1
+
+
+def _epochs(onsets, removed=0.0):
+    return [{"epoch": e + 1, "steps": 391 * (e + 1), "ires_removed": removed,
+             **({} if onset is None else {"ires_onset": onset})} for e, onset in enumerate(onsets)]
+
+
+def test_a_lambda_point_is_derived_only_below_the_onset_of_every_recorded_epoch():
+    from ir2net.longruns import derive
+
+    def reference(onsets, state="training"):
+        return {"run": "ref", "state": state, "epochs": 500, "epochs_done": len(onsets),
+                "history": _epochs(onsets)}
+
+    derived = derive(0.6, reference([0.82, 0.79, 0.81]))
+    assert derived["state"] == "derived" and derived["onset_min"] == 0.79
+    assert derived["note"] == ("identical to ref, onset ≥ 0.790 over all 1,173 steps so far "
+                               "(epoch 3 of 500)")
+    assert derive(0.6, reference([0.8], "complete"))["note"].endswith("over all 391 steps")
+    assert derive(0.79, reference([0.82, 0.79]))["state"] == "acts"   # at the onset: not proven
+    assert derive(0.8, reference([0.82, 0.79]))["state"] == "acts"
+    assert derive(0.3, {"run": "ref", "state": "not started"})["state"] == "pending"
+    unprovable = derive(0.3, reference([None, None, 0.9]))
+    assert unprovable["state"] == "unprovable" and "epochs 1-2" in unprovable["note"]
+
+
+def test_derived_and_pending_points_are_not_trained_and_acting_ones_are(tmp_path, monkeypatch):
+    from ir2net import longruns
+
+    folder = write_plan(tmp_path / "longruns")
+    plan_file = folder / "plan.yaml"
+    plan = yaml.safe_load(plan_file.read_text())
+    for lam in (0.3, 0.9):
+        plan["runs"].append({"id": f"lam{lam}", "priority": 1, "same_as": "ir2net",
+                             "rows": {"figure7": f"IRes|{lam}"}, "recipe": "cifar10_resnet20_bireal",
+                             "settings": {"ires.lam": lam}})
+    plan_file.write_text(yaml.safe_dump(plan, sort_keys=False))
+    plan = load_plan(folder)
+    picked = lambda: [run.run_id for run in longruns.select(plan, [])]  # noqa: E731
+    assert picked() == ["ir2net"]                                       # both wait for it
+    summary = {"run": "ir2net", "state": "training", "epochs": 3, "history": _epochs([0.5])}
+    monkeypatch.setattr(longruns, "progress_summary",
+                        lambda run: summary if run.run_id == "ir2net" else {"run": run.run_id})
+    assert picked() == ["ir2net", "lam0.9"]                            # 0.3 is derived
+    status = {row["run"]: row["derivation"] for row in longruns.run_status(plan, {})}
+    assert status["lam0.3"]["state"] == "derived" and status["lam0.9"]["state"] == "acts"
+    assert status["ir2net"] is None
+
+    changed = yaml.safe_load(plan_file.read_text())
+    changed["runs"][-1]["settings"]["model.recovery.r"] = 2
+    plan_file.write_text(yaml.safe_dump(changed, sort_keys=False))
+    with pytest.raises(ConfigError, match="differs from it in more than ires.lam"):
+        longruns.select(load_plan(folder), [])
+    changed["runs"][-1]["same_as"] = "nobody"
+    plan_file.write_text(yaml.safe_dump(changed, sort_keys=False))
+    with pytest.raises(ConfigError, match="same_as 'nobody'"):
+        load_plan(folder)

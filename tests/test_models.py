@@ -34,6 +34,34 @@ def test_forward_shapes(name, recovery):
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_pre_activation_attention_source_is_the_input_of_the_final_activation(name):
+    size, _, _ = BACKBONES[name]
+    model = create_model(name, recovery=RecoverySpec(4, "C_I")).eval()
+    x = torch.randn(2, 3, size, size)
+    logits, output = model(x, return_attention_source=True)
+    sources = model.attention_sources(x)
+    assert torch.equal(sources["output"], output)
+    last_stage = list(model.backbone.stages.values())[-1]
+    final = last_stage[-1]
+    activation = final.final_activation if hasattr(final, "final_activation") else final
+    before = sources["pre_activation"]
+    assert torch.equal(activation(before), output)
+    assert not torch.equal(before, output)  # the activation clips or bends something
+    model.set_attention_source("pre_activation")
+    logits_pre, source = model(x, return_attention_source=True)
+    assert torch.equal(logits_pre, logits) and torch.equal(source, before)
+    with pytest.raises(ValueError, match="unknown attention source"):
+        model.set_attention_source("residual")
+
+
+def test_pre_activation_source_is_refused_where_the_last_stage_has_none():
+    model = create_model("resnet20_bireal")
+    model.backbone.stages["layer3"].append(nn.Identity())
+    with pytest.raises(ValueError, match="Identity ends the last stage"):
+        model.set_attention_source("pre_activation")
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_first_and_last_layers_stay_real(name):
     _, _, count = BACKBONES[name]
     model = create_model(name)

@@ -11,7 +11,14 @@ from torch import nn
 from ..recovery import InformationRecovery, RecoverySpec
 
 __all__ = ["hardtanh", "prelu", "OptionAShortcut", "FeatureBackbone", "IR2NetClassifier",
-           "resnet_stages"]
+           "ResidualBlock", "resnet_stages", "ATTENTION_SOURCES"]
+
+# What IRes's attention map (Eq. 5) is computed from (``ires.source``, docs/divergences.md):
+ATTENTION_SOURCES = {
+    "output": "the last stage's output, after its final activation (the authors' code)",
+    "pre_activation": "the last stage's output before its final activation (the residual sum "
+                      "of the last block): this project's extension, not the paper's method",
+}
 
 
 def hardtanh(channels: int) -> nn.Module:
@@ -80,9 +87,27 @@ class OptionAShortcut(nn.Module):
         return F.pad(gradient_in_input_layout(x)[:, :, ::self.stride, ::self.stride], self.pad)
 
 
+class ResidualBlock(nn.Module):
+    """A block computing ``final_activation(pre_activation(x))``: ``pre_activation`` is its
+    residual sum, which the attention source ``pre_activation`` reads (ATTENTION_SOURCES)."""
+
+    final_activation_name = "act2"  # the attribute holding the block's last activation
+
+    @property
+    def final_activation(self) -> nn.Module:
+        return getattr(self, self.final_activation_name)
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_activation(self.pre_activation(x))
+
+
 class FeatureBackbone(nn.Module):
     """A stem followed by named stages.  ``forward_features`` returns the last
-    stage's output and whichever intermediate outputs (taps) are asked for."""
+    stage's output, whichever intermediate outputs (taps) are asked for, and, when asked,
+    the last stage's output before its final activation."""
 
     def __init__(self, stem: nn.Module, stages: dict[str, nn.Module],
                  channels: dict[str, int]):
@@ -95,24 +120,56 @@ class FeatureBackbone(nn.Module):
     def last_channels(self) -> int:
         return self.channels[next(reversed(self.stages.keys()))]
 
-    def forward_features(self, x: torch.Tensor, taps: Sequence[str] = ()):
+    def forward_features(self, x: torch.Tensor, taps: Sequence[str] = (),
+                         pre_activation: bool = False):
         found = {}
         x = self.stem(x)
         if "stem" in taps:
             found["stem"] = x
+        last_name = next(reversed(self.stages.keys()))
+        before = None
         for name, stage in self.stages.items():
-            x = stage(x)
+            if pre_activation and name == last_name:
+                x, before = _through_final_activation(stage, x)
+            else:
+                x = stage(x)
             if name in taps:
                 found[name] = x
-        return x, [found[name] for name in taps]
+        return x, [found[name] for name in taps], before
+
+
+_ACTIVATIONS = (nn.Hardtanh, nn.PReLU, nn.ReLU)
+
+
+def _final_module(stage: nn.Module) -> nn.Module:
+    """The module that ends ``stage``: an activation (VGG-Small) or a block with
+    ``pre_activation`` and ``final_activation`` (the residual blocks)."""
+    final = stage[-1] if isinstance(stage, nn.Sequential) and len(stage) else stage
+    if isinstance(final, _ACTIVATIONS) or hasattr(final, "pre_activation"):
+        return final
+    raise ValueError(f"{type(final).__name__} ends the last stage and has no pre-activation "
+                     "output: the attention source 'pre_activation' is unavailable for this model")
+
+
+def _through_final_activation(stage: nn.Module, x: torch.Tensor):
+    """Run ``stage``; return its output and the input of its final activation."""
+    final = _final_module(stage)
+    for module in stage[:-1]:
+        x = module(x)
+    if isinstance(final, _ACTIVATIONS):
+        return final(x), x
+    before = final.pre_activation(x)
+    return final.final_activation(before), before
 
 
 class IR2NetClassifier(nn.Module):
     """Backbone -> optional information recovery -> classifier.
 
     ``forward(x)`` returns the logits; ``forward(x, return_attention_source=True)``
-    also returns ``A_l``, the last stage's output before recovery, which IRes
-    turns into the attention mask (Eq. 5).  The head is ``pool``: global average
+    also returns ``A_l``, which IRes turns into the attention mask (Eq. 5): by default
+    the last stage's output before recovery (``attention_source = "output"``, the
+    authors' code), or its input to the final activation (``"pre_activation"``, see
+    :data:`ATTENTION_SOURCES`).  The head is ``pool``: global average
     pooling (+ BatchNorm1d when recovery is used, as in the authors' code) and a
     real linear layer; or ``flatten``: the VGG-Small classifier on the flattened map.
     """
@@ -124,6 +181,7 @@ class IR2NetClassifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.tap_names = tuple(taps) if recovery is not None else ()
+        self.attention_source = "output"
         channels = backbone.last_channels
         self.recovery = None
         if recovery is not None:
@@ -140,9 +198,26 @@ class IR2NetClassifier(nn.Module):
         else:
             raise ValueError(f"unknown head {head!r}; expected 'pool' or 'flatten'")
 
+    def set_attention_source(self, source: str) -> "IR2NetClassifier":
+        if source not in ATTENTION_SOURCES:
+            raise ValueError(f"unknown attention source {source!r}; expected one of "
+                             f"{', '.join(ATTENTION_SOURCES)}")
+        if source == "pre_activation":  # fail when the model is built, not at the first step
+            _final_module(next(reversed(self.backbone.stages.values())))
+        self.attention_source = source
+        return self
+
+    def attention_sources(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every attention source of :data:`ATTENTION_SOURCES` for ``x``, from one pass."""
+        last, _, before = self.backbone.forward_features(x, (), pre_activation=True)
+        return {"output": last, "pre_activation": before}
+
     def forward(self, x: torch.Tensor, return_attention_source: bool = False):
-        last, taps = self.backbone.forward_features(x, self.tap_names)
+        pre_activation = return_attention_source and self.attention_source == "pre_activation"
+        last, taps, before = self.backbone.forward_features(x, self.tap_names, pre_activation)
         fused = self.recovery(taps, last) if self.recovery is not None else last
         fused = gradient_in_input_layout(fused)
         logits = self.classifier(self.head_norm(torch.flatten(self.pool(fused), 1)))
-        return (logits, last) if return_attention_source else logits
+        if not return_attention_source:
+            return logits
+        return logits, (before if pre_activation else last)

@@ -23,13 +23,14 @@ from torch import nn
 
 from ..binarize import Binarization
 from ..recovery_presets import RecoverySpec
-from .layers import FeatureBackbone, IR2NetClassifier, OptionAShortcut, hardtanh, resnet_stages
+from .layers import (FeatureBackbone, IR2NetClassifier, OptionAShortcut, ResidualBlock, hardtanh,
+                     resnet_stages)
 from .registry import register_model
 
 __all__ = ["BiRealBlock", "IRNetBlock", "resnet20_bireal", "resnet20_irnet", "resnet18_cifar"]
 
 
-class BiRealBlock(nn.Module):
+class BiRealBlock(ResidualBlock):
     """Two binary convs, each wrapped by its own shortcut:
     ``y = act(bn1(conv1(x)) + s(x)); out = act(bn2(conv2(y)) + y)``."""
 
@@ -47,12 +48,13 @@ class BiRealBlock(nn.Module):
         self.shortcut = (OptionAShortcut(in_channels, out_channels, stride)
                          if stride != 1 or in_channels != out_channels else nn.Identity())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output before its final activation (the residual sum)."""
         y = self.act1(self.bn1(self.conv1(x)) + self.shortcut(x))
-        return self.act2(self.bn2(self.conv2(y)) + y)
+        return self.bn2(self.conv2(y)) + y
 
 
-class IRNetBlock(nn.Module):
+class IRNetBlock(ResidualBlock):
     """The basic block of IR-Net: ``act(bn2(conv2(act(bn1(conv1(x))))) + s(x))``."""
 
     residual_additions = 1
@@ -76,9 +78,10 @@ class IRNetBlock(nn.Module):
                 nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
                 nn.BatchNorm2d(out_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output before its final activation (the residual sum)."""
         y = self.act1(self.bn1(self.conv1(x)))
-        return self.act2(self.bn2(self.conv2(y)) + self.shortcut(x))
+        return self.bn2(self.conv2(y)) + self.shortcut(x)
 
 
 def _cifar_resnet(block_fn, widths: list[int], depths: list[int], num_classes: int,

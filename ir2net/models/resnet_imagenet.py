@@ -18,7 +18,7 @@ from torch import nn
 
 from ..binarize import Binarization
 from ..recovery_presets import RecoverySpec
-from .layers import FeatureBackbone, IR2NetClassifier, prelu, resnet_stages
+from .layers import FeatureBackbone, IR2NetClassifier, ResidualBlock, prelu, resnet_stages
 from .registry import register_model
 
 __all__ = ["BiRealImageNetBlock", "resnet18_bireal_imagenet", "resnet34_teacher",
@@ -29,10 +29,11 @@ class TeacherWeightsError(RuntimeError):
     pass
 
 
-class BiRealImageNetBlock(nn.Module):
+class BiRealImageNetBlock(ResidualBlock):
     """``PReLU(BN(binary conv3x3(x)) + shortcut(x))``."""
 
     residual_additions = 1  # read by ir2net.complexity
+    final_activation_name = "act"
 
     def __init__(self, in_channels: int, out_channels: int, stride: int,
                  binarization: Binarization):
@@ -46,8 +47,9 @@ class BiRealImageNetBlock(nn.Module):
                                             nn.Conv2d(in_channels, out_channels, 1, bias=False),
                                             nn.BatchNorm2d(out_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)) + self.downsample(x))
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output before its PReLU (the residual sum)."""
+        return self.bn(self.conv(x)) + self.downsample(x)
 
 
 @register_model(input_size=(3, 224, 224), recipe="imagenet_stage2")

@@ -57,26 +57,65 @@ def _figure7_frame(plan: dict, records: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["series", "lambda", "seed", "top1"])
 
 
-def figure7(plan: dict, records: dict, out_dir: str | Path) -> list[Path]:
-    """Figure 7: top-1 against lambda for IRes and IRes+IRec; the paper's choice marked."""
+def figure7(plan: dict, records: dict, out_dir: str | Path,
+            longruns: Optional[list[dict]] = None) -> list[Path]:
+    """Figure 7: top-1 against lambda for IRes and IRes+IRec; the paper's choice marked.
+    With ``longruns`` a second panel shows the published schedule: complete runs (filled),
+    points derived from the run they equal exactly (hollow, :func:`~ir2net.longruns.derive`)
+    and each series' recorded onset, below which every λ is its λ = 0.15 run."""
     plt, sns = _pyplot()
     frame = _figure7_frame(plan, records)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=150)
+    panels = 1 if longruns is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.6), dpi=150, squeeze=False)
+    ax = axes[0][0]
+    hue_order = [s for s, _ in FIGURE7_SERIES]
     if not frame.empty:
         sns.lineplot(data=frame, x="lambda", y="top1", hue="series", marker="o", ax=ax,
-                     hue_order=[s for s, _ in FIGURE7_SERIES],
+                     hue_order=hue_order,
                      errorbar="sd" if frame["seed"].nunique() > 1 else None)
-    chosen = paper_values()["figure7"]["chosen_lambda"]
-    ax.axvline(chosen, color="grey", linestyle="--", linewidth=1)
-    ax.text(chosen, ax.get_ylim()[0], f" paper's λ = {chosen}", color="grey", va="bottom",
-            fontsize=8)
-    ax.set_xlabel("λ (Eq. 9)")
-    ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"Figure 7 ({plan['profile']} profile, final epoch)")
+    if longruns is not None:
+        _figure7_published(axes[0][1], longruns, hue_order, sns)
+    chosen = paper_values()["figure7"]["chosen_lambda"]
+    for ax in axes[0]:
+        ax.axvline(chosen, color="grey", linestyle="--", linewidth=1)
+        ax.text(chosen, ax.get_ylim()[0], f" paper's λ = {chosen}", color="grey", va="bottom",
+                fontsize=8)
+        ax.set_xlabel("λ (Eq. 9)")
+        ax.set_ylabel("top-1 accuracy (%)")
     fig.tight_layout()
     return save_figure(fig, out_dir / "fig7")
+
+
+def _figure7_published(ax, longruns: list[dict], hue_order: list[str], sns) -> None:
+    from .ires_evidence import figure7_points
+
+    points, onsets = figure7_points(longruns)
+    colours = dict(zip(hue_order, sns.color_palette(n_colors=len(hue_order))))
+    for series in hue_order:
+        part = points[points["series"] == series].sort_values("lambda")
+        if not part.empty:
+            ax.plot(part["lambda"], part["top1"], color=colours[series], label=series)
+        for kind, face in (("trained", colours[series]), ("derived", "white")):
+            chosen = part[part["kind"] == kind]
+            ax.scatter(chosen["lambda"], chosen["top1"], facecolors=face,
+                       edgecolors=colours[series], zorder=3,
+                       label=f"{series}, derived (= its λ = 0.15 run)" if kind == "derived"
+                       and not chosen.empty else None)
+        if series in onsets:
+            ax.axvline(onsets[series][1], color=colours[series], linestyle=":", linewidth=1)
+            ax.text(onsets[series][1], 0.98, f" {series} onset {onsets[series][1]:.3f}",
+                    color=colours[series], fontsize=7, va="top", rotation=90,
+                    transform=ax.get_xaxis_transform())
+    if points.empty:
+        ax.text(0.5, 0.5, "no published-schedule point is complete yet", ha="center",
+                transform=ax.transAxes, fontsize=8)
+    else:
+        ax.legend(fontsize=7)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_title("published schedule, best epoch (results/longruns)", fontsize=9)
 
 
 def _coverage_frame(plan: dict, records: dict, longruns: Optional[list[dict]]) -> pd.DataFrame:

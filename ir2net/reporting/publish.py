@@ -43,7 +43,7 @@ def render(records: str | Path, tables_dir: str | Path, figures_dir: str | Path,
         write_text(plan_file, plan_markdown(plan_profile(profile, device), device,
                                             Path(profile).stem) + "\n")
         written.append(plan_file)
-    written += figure7(plan, finished, figures_dir)
+    written += figure7(plan, finished, figures_dir, longruns)
     written += coverage_figure(plan, finished, figures_dir, longruns)
     written += training_curves(plan, finished, figures_dir)
     written += paper_comparison(tables, figures_dir)

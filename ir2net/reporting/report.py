@@ -18,6 +18,7 @@ import pandas as pd
 from .. import artifacts
 from .records import load_records
 from .evidence import gap_paragraph
+from .ires_evidence import IRES_READING
 from .tables import CAPTIONS, TABLE_NAMES, segments_hardware, to_markdown
 
 __all__ = ["write_report", "FIGURES"]
@@ -32,6 +33,15 @@ FIGURES = (("Ours beside the paper (best epoch, as the authors report)", "paper_
 
 #: How to read a table, printed above it (facts of the method, never a run's numbers).
 _READING = {
+    "published": [IRES_READING, ""],
+    "table1": [IRES_READING, ""],
+    "coverage": [
+        "The onset is the λ below which Eq. 9's threshold removes no pixel of any test image: "
+        "an onset above the paper's λ = 0.15 means that with these weights the mask at 0.15 "
+        "keeps every pixel. These are the weights in evaluation mode (BatchNorm's running "
+        "statistics); the onset each run records in training (batch statistics, the smallest "
+        "over every batch of an epoch) is in the IRes coverage figure, and is what decides "
+        "which Figure 7 points are derived (results/longruns/README.md).", ""],
     "calibration": [
         "The paper's FP row cannot calibrate the data: its 90.8 % is the figure IR-Net's "
         "README lists for ResNet-20 with binary weights and real activations "

@@ -26,17 +26,18 @@ from .complexity_tables import table2_rows, table5_rows, table6_rows
 from ..experiments import role_label
 from .evidence import (PAPER_TABLES, calibration_table, gap_table, mean_std, paper_top1,
                        run_state, seed_of)
+from .ires_evidence import COVERAGE_LAMBDAS, coverage_table, mask_label, published_mask_label
 from .records import roles
 
 __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "CAPTIONS", "build_tables",
            "accuracy_tables", "complexity_tables", "published_table", "matched_epochs_table",
            "segments_table", "write_tables", "printed", "to_markdown", "segments_hardware"]
 
-ACCURACY_TABLES = ("published", "calibration", "gap", "matched", "segments", "table1", "table3",
-                   "table4")
+ACCURACY_TABLES = ("published", "calibration", "gap", "matched", "coverage", "segments", "table1",
+                   "table3", "table4")
 COMPLEXITY_TABLES = ("table2", "table5", "table6")
-TABLE_NAMES = ("published", "calibration", "gap", "matched", "segments", "table1", "table2",
-               "table3", "table4", "table5", "table6")
+TABLE_NAMES = ("published", "calibration", "gap", "matched", "coverage", "segments", "table1",
+               "table2", "table3", "table4", "table5", "table6")
 ROMAN_TABLES = PAPER_TABLES
 
 CAPTIONS = {
@@ -54,6 +55,12 @@ CAPTIONS = {
                "(and train, under augmentation) top-1 % over each 50 epochs a run has trained, "
                "the Baseline's over the very same epochs, and the difference beside the "
                "paper's (its final scores' difference)",
+    "coverage": "What IRes's mask would remove on the weights of the published-schedule runs, "
+                "on the 10,000 CIFAR-10 test images (JPEG copy) in evaluation mode: the onset "
+                "(below it no pixel of any image is removed) and the % of pixels removed at "
+                "Figure 7's λ, per restriction rule and attention source (output: after the "
+                "last stage's Hardtanh, the authors' code; pre_activation: before it, this "
+                "project's extension); `ir2net ires-coverage`",
     "segments": "Training segments of the published-schedule runs (results/longruns): when, "
                 "on which machine and step each trained which epochs, its wall time and "
                 "training img/s (CPU segments often beside other work)",
@@ -79,6 +86,16 @@ def _role_values(plan: dict, records: dict, table: str, metric: str = "top1") ->
             row_values["final"].append(metrics["final"][metric])
             row_values["best"].append((metrics.get("best") or metrics["final"])[metric])
     return values
+
+
+def _role_histories(plan: dict, records: dict, table: str) -> dict[str, list[list[dict]]]:
+    """{row label: [the history of each finished run of the row]}."""
+    histories: dict[str, list] = {}
+    for run, role in roles(plan, table):
+        record = records.get(run["id"])
+        if record is not None:
+            histories.setdefault(role_label(role), []).append(record["metrics"]["history"])
+    return histories
 
 
 def _accuracy_columns(values: Optional[dict], paper: Optional[float], prefix: str = "top1") -> dict:
@@ -231,12 +248,13 @@ def published_table(progress: list[dict]) -> pd.DataFrame:
                          "best_minus_paper_top1": (None if best.get("top1") is None
                                                    else best["top1"] - reference),
                          "wall_hours": entry.get("wall_hours"),
+                         "ires_mask": published_mask_label(entry),
                          "hardware": segments_hardware(entry.get("segments", []),
                                                           entry.get("model_precision") != "fp")})
     return pd.DataFrame(rows, columns=["table", "method", "seed", "paper_top1", "state", "final_top1",
                                        "final_epoch", "best_top1", "best_epoch",
                                        "final_minus_paper_top1", "best_minus_paper_top1",
-                                       "wall_hours", "hardware"])
+                                       "wall_hours", "ires_mask", "hardware"])
 
 
 def accuracy_tables(plan: dict, records: dict,
@@ -250,12 +268,15 @@ def accuracy_tables(plan: dict, records: dict,
         tables["calibration"] = calibration_table(longruns)
         tables["gap"] = gap_table(longruns)
         tables["matched"] = matched_epochs_table(longruns)
+        tables["coverage"] = coverage_table(longruns)
         tables["segments"] = segments_table(longruns)
 
     top1 = _role_values(plan, records, "table1")
+    histories = _role_histories(plan, records, "table1")
     tables["table1"] = pd.DataFrame([
         {"method": row["method"], "bits": row["bits"],
-         **_accuracy_columns(top1.get(row["method"]), row["top1"])}
+         **_accuracy_columns(top1.get(row["method"]), row["top1"]),
+         "ires_mask": mask_label(histories.get(row["method"], []))}
         for row in paper["table1"]])
 
     top1 = _role_values(plan, records, "table3")
@@ -368,6 +389,7 @@ PRINTED = {
                   _acc("best_top1", "Best", False), Column("best_epoch", "Best epoch", _plain, True),
                   Column("best_minus_paper_top1", "Best − paper", _signed, True),
                   Column("wall_hours", "Wall h", _formatted(".1f"), True),
+                  Column("ires_mask", "IRes mask"),
                   Column("hardware", "Hardware, precision")],
     "calibration": [Column("model", "Model"), Column("seed", "Seed", _plain, True),
                     Column("state", "State"), _acc("best_top1", "Best", False),
@@ -403,7 +425,13 @@ PRINTED = {
     "table1": [Column("method", "Method"), Column("bits", "W/A"), _acc("paper_top1", "Paper", False),
                _acc("final_top1", "Final"), _acc("best_top1", "Best"),
                Column("best_minus_paper_top1", "Best − paper", _signed, True),
-               Column("seeds", "Seeds", _plain, True)],
+               Column("seeds", "Seeds", _plain, True), Column("ires_mask", "IRes mask")],
+    "coverage": [Column("method", "Run"), Column("weights", "Weights"),
+                 Column("variant", "Rule"), Column("source", "Attention source"),
+                 Column("onset_min", "Onset", _formatted(".3f"), True),
+                 Column("onset_median", "Median image onset", _formatted(".3f"), True),
+                 *(Column(f"removed_{lam:g}", f"% removed, λ = {lam:g}", _formatted(".2f"), True)
+                   for lam in COVERAGE_LAMBDAS)],
     "table2": [Column("backbone", "Backbone"), Column("r", "r", _plain, True), Column("g", "g"),
                Column("c_in", "C_in", _plain, True), Column("c_n", "C_n", _plain, True),
                Column("q_scale", "Q_scale (Eq. 17)", _plain, True),

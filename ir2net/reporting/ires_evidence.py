@@ -1,0 +1,107 @@
+"""What IRes did (issue "IRes settled"): whether a run's mask removed anything, how much it
+would remove on the shipped weights per rule and attention source, and Figure 7's points at
+the published schedule, trained or derived from the run they equal.
+
+With a mask that keeps every pixel, Algorithm 1's masked pass repeats the first one; with
+mu = 1/2 the step is then the step without IRes whose BatchNorm layers update their running
+statistics twice, i.e. once with momentum 1 - (1 - m)^2 = 0.19 (tests/test_ires_equivalence.py
+checks it: weights bit-identical, running statistics equal to float rounding).  So a row whose
+mask removed nothing measures no restriction at all, and the tables say so.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import pandas as pd
+
+from ..longruns import derive
+
+__all__ = ["REMOVED_NOTHING", "mask_label", "coverage_table", "figure7_points", "IRES_READING",
+           "COVERAGE_LAMBDAS"]
+
+REMOVED_NOTHING = "removed nothing, every step (= no IRes, BN momentum 0.19)"
+
+#: How to read a table whose rows may carry :data:`REMOVED_NOTHING` (printed above it).
+IRES_READING = (
+    "*IRes mask* says what the restriction did in a run that uses it. \"Removed nothing, every "
+    "step\" means the mask kept every input pixel in every training step (each epoch's mean "
+    "removed fraction is exactly 0). Algorithm 1's second pass then repeats the first, so the "
+    "run is, exactly, the same network without IRes trained with BatchNorm momentum 0.19 "
+    "instead of 0.1 (tests/test_ires_equivalence.py: 300 steps, weights bit-identical, "
+    "running statistics within 1e-5 of their scale; measured 4.4e-7 at 320 steps). Such a "
+    "row's difference from the row without IRes is run-to-run variation plus that momentum, "
+    "not an effect of restriction; the seed spread in the gap table says how large the first "
+    "is.")
+
+
+def _removed(history: Iterable[dict]) -> list[float]:
+    return [epoch["ires_removed"] for epoch in history if epoch.get("ires_removed") is not None]
+
+
+def mask_label(histories: Iterable[Iterable[dict]]) -> str:
+    """The *IRes mask* cell of a row from its runs' histories: empty without IRes,
+    :data:`REMOVED_NOTHING`, or the largest epoch-mean share of pixels removed."""
+    removed = [value for history in histories for value in _removed(history)]
+    if not removed:
+        return ""
+    if all(value == 0.0 for value in removed):  # a mean of non-negative fractions: all zero
+        return REMOVED_NOTHING
+    return f"removed up to {100 * max(removed):.2f}% of pixels (epoch mean)"
+
+
+COVERAGE_LAMBDAS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)  # Figure 7's λ
+
+
+def coverage_table(progress: list[dict]) -> pd.DataFrame:
+    """Per published-schedule run with a committed ``ires_coverage.json`` (``ir2net
+    ires-coverage --out``): for each restriction rule and attention source, the onset on the
+    test images and the % of pixels the mask would remove at Figure 7's λ."""
+    rows = []
+    for entry in progress:
+        for result in entry.get("ires_coverage") or []:
+            where = (f"epoch {result['epoch']}" if "epoch" in result
+                     else f"final ({entry.get('epochs_done')} epochs)")
+            row = {"method": " / ".join(r.replace("|", " ") for r in entry["rows"].values()),
+                   "weights": where, "variant": result["variant"], "source": result["source"],
+                   "onset_min": result["onset"]["min"], "onset_median": result["onset"]["median"]}
+            removed = {float(lam): value for lam, value in result["removed"].items()}
+            for lam in COVERAGE_LAMBDAS:
+                row[f"removed_{lam:g}"] = None if lam not in removed else 100 * removed[lam]
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["method", "weights", "variant", "source", "onset_min",
+                                       "onset_median",
+                                       *(f"removed_{lam:g}" for lam in COVERAGE_LAMBDAS)])
+
+
+def figure7_points(progress: list[dict]) -> tuple[pd.DataFrame, dict]:
+    """Figure 7 at the published schedule: every complete run of a Figure 7 row (λ = 0: the
+    run without IRes), and every planned λ point that :func:`~ir2net.longruns.derive` proves
+    to be its reference run (drawn with the reference's score, marked ``derived``).  Also
+    ``{series: (reference run, its recorded onset)}``, for the onset line."""
+    by_run = {entry["run"]: entry for entry in progress}
+    rows, onsets = [], {}
+    for entry in progress:
+        label = entry.get("rows", {}).get("figure7")
+        if label is None:
+            continue
+        series, lam = label.split("|")
+        lam = float(lam)
+        source, kind = entry, "trained"
+        if entry.get("state") == "not started" and entry.get("same_as") in by_run:
+            reference = by_run[entry["same_as"]]
+            derived = derive(lam, reference)
+            if derived["onset_min"] is not None:
+                onsets[series] = (reference["run"], derived["onset_min"])
+            if derived["state"] != "derived":
+                continue
+            source, kind = reference, "derived"
+        if source.get("state") != "complete":
+            continue
+        rows.append({"series": series, "lambda": lam, "kind": kind, "run": entry["run"],
+                     "top1": (source.get("best") or {}).get("top1")})
+    return pd.DataFrame(rows, columns=["series", "lambda", "kind", "run", "top1"]), onsets
+
+
+def published_mask_label(entry: dict) -> Optional[str]:
+    """:func:`mask_label` of one published-schedule run (``None`` before it has trained)."""
+    return mask_label([entry.get("history") or []]) if entry.get("history") else None
