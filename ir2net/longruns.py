@@ -254,25 +254,30 @@ def derive(lam: float, reference: dict) -> dict:
             "note": f"λ = {lam:g} is not below {name}'s onset {onset:.3f} {steps}: trained"}
 
 
-def derivation(plan: Plan, run: LongRun) -> Optional[dict]:
+def derivation(plan: Plan, run: LongRun, summaries: Optional[dict] = None) -> Optional[dict]:
     """:func:`derive` for a planned λ point (``same_as``); ``None`` for any other run.  A
-    point and its reference must differ in ``ires.lam`` alone."""
+    point and its reference must differ in ``ires.lam`` alone.  ``summaries`` ({run id:
+    :func:`progress_summary`}) is filled and reused, so that the points sharing a reference
+    read its checkpoint once."""
     if run.same_as is None:
         return None
     reference = plan.get(run.same_as)
+    summaries = {} if summaries is None else summaries
+    if reference.run_id not in summaries:
+        summaries[reference.run_id] = progress_summary(reference)
     point, base = planned_config(plan, run, "x"), planned_config(plan, reference, "x")
     point["ires"]["lam"] = base["ires"]["lam"]
     if config_digest(point) != config_digest(base):
         raise ConfigError(f"{plan.folder / PLAN}: {run.run_id} is planned same_as "
                           f"{reference.run_id} but differs from it in more than ires.lam")
-    return derive(float(run.settings["ires.lam"]), progress_summary(reference))
+    return derive(float(run.settings["ires.lam"]), summaries[reference.run_id])
 
 
-def _waits(plan: Plan, run: LongRun) -> bool:
+def _waits(plan: Plan, run: LongRun, summaries: dict) -> bool:
     """A λ point not to train now: derived from its reference, or waiting for its onset."""
     if run.state != "not started":
         return False
-    derived = derivation(plan, run)
+    derived = derivation(plan, run, summaries)
     return derived is not None and derived["state"] in ("derived", "pending")
 
 
@@ -281,9 +286,11 @@ def run_status(plan: Plan, h200_hours: Optional[dict] = None) -> list[dict]:
     :func:`gpu_hours`: pass it to skip the cost plan)."""
     if h200_hours is None and any(run.gpu_only and run.state != "complete" for run in plan.runs):
         h200_hours = gpu_hours(plan)
-    rows = []
+    rows, summaries = [], {}
     for run in plan.runs:
-        summary = progress_summary(run)
+        if run.run_id not in summaries:  # a point's derivation may have read it already
+            summaries[run.run_id] = progress_summary(run)
+        summary = summaries[run.run_id]
         rows.append({key: summary.get(key) for key in
                      ("run", "state", "priority", "epochs_done", "epochs", "wall_hours")} |
                     {"final_top1": (summary.get("final") or {}).get("top1"),
@@ -291,7 +298,7 @@ def run_status(plan: Plan, h200_hours: Optional[dict] = None) -> list[dict]:
                      "segments": len(summary.get("segments", [])),
                      "left_at_last_pace": _hours_left(summary), "gpu_only": run.gpu_only,
                      "h200_hours": (h200_hours or {}).get(run.run_id) if run.gpu_only else None,
-                     "derivation": derivation(plan, run)})
+                     "derivation": derivation(plan, run, summaries)})
     return rows
 
 
@@ -348,7 +355,9 @@ def select(plan: Plan, run_ids: list[str], on_gpu: bool = False) -> list[LongRun
     reference's onset, is not picked."""
     if run_ids:
         return [plan.get(run_id) for run_id in run_ids]
-    unfinished = [run for run in plan.runs if run.state != "complete" and not _waits(plan, run)]
+    summaries: dict = {}
+    unfinished = [run for run in plan.runs
+                  if run.state != "complete" and not _waits(plan, run, summaries)]
     gpu_only = [run for run in unfinished if run.gpu_only]
     if on_gpu and gpu_only:
         first = min(run.priority for run in gpu_only)
