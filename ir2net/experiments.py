@@ -11,6 +11,7 @@ Pure Python: the workflow imports this module when it parses, without torch.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -122,6 +123,29 @@ def derive_imagenet(config: dict, *, check_paths: bool = True) -> dict:
         imagenet["data_root"] = "IMAGENET"
         imagenet["description"] = "ImageNet (not on this machine)"
     return config
+
+
+def data_problems(config: dict) -> dict[str, Optional[str]]:
+    """What stops a job from reading its data, per source (``cifar10``, ``imagenet``): the
+    message naming the config key and what to do, or None.  The workflow parses and plans
+    without any data (Tables II/V/VI, dry runs, the cost plan need none); only the jobs that
+    read a source refuse, with these messages (workflow/rules/common.smk)."""
+    cifar, problems = config["cifar10"], {"cifar10": None, "imagenet": None}
+    if cifar["dataset"] == "cifar10":
+        if not cifar["root"]:
+            problems["cifar10"] = (
+                "config key 'cifar10.root': no CIFAR-10 path given; set it to a torchvision "
+                "cifar-10-batches-py folder, an image-folder tree or an archive of one")
+        elif not cifar["download"] and not Path(cifar["root"]).exists():
+            problems["cifar10"] = (
+                f"config key 'cifar10.root': {cifar['root']} does not exist. Provide CIFAR-10 "
+                "there (for example extract or point at the shared cifar10-jpeg.tar.gz), or "
+                "set cifar10.download: true where the network allows")
+    try:
+        derive_imagenet(copy.deepcopy(config))
+    except PlanError as error:
+        problems["imagenet"] = str(error)
+    return problems
 
 
 def role_label(role: dict) -> str:

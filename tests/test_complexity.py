@@ -1,6 +1,7 @@
 """Complexity accounting: closed forms, Table VI, Eq. 17 / 18 (Table II)."""
 import json
 
+import pandas as pd
 from ptflops import get_model_complexity_info
 from torch import nn
 
@@ -8,7 +9,8 @@ from ir2net.binarize import ApproxSign, BinaryConv2d, BinaryLinear, WeightSign
 from ir2net.cli import main
 from ir2net.complexity import (Convention, count_complexity, build_variant, q_cirec_built,
                                q_cirec_eq18, q_scale)
-from ir2net.reporting.complexity_tables import table2_rows, table5_rows, table6_rows
+from ir2net.reporting.complexity_tables import (table2_paragraph, table2_rows, table5_rows,
+                                                 table6_rows)
 
 
 def binary_conv(*args, **kwargs):
@@ -112,6 +114,20 @@ def test_table2_settings_keep_cirec_within_the_scaling_factor_budget():
         assert row["q_cirec_eq18"] <= row["q_scale"], row
     vgg_paper_taps = [r for r in table2_rows("paper") if r["backbone"] == "VGG-Small"][0]
     assert vgg_paper_taps["q_cirec_eq18"] > vgg_paper_taps["q_scale"]
+
+
+def test_table2_checks_the_built_module_apart_from_eq18():
+    """ResNet-18's built CIRec (channel counts rounded up) breaks Q_CIRec ≤ Q_scale by 1.1 %
+    where Eq. 18 keeps it; the table shows both checks and the paragraph names the row."""
+    rows = {row["backbone"]: row for row in table2_rows()}
+    assert [name for name, row in rows.items() if not row["built_within_q_scale"]] == ["ResNet-18"]
+    resnet18 = rows["ResNet-18"]
+    assert (resnet18["q_cirec_eq18"], resnet18["q_cirec_built"], resnet18["q_scale"]) == (
+        489472, 497120, 491520)
+    text = table2_paragraph(pd.DataFrame(list(rows.values())))
+    assert "By Eq. 18 every row keeps the rule." in text
+    assert "As built it breaks for ResNet-18 (497,120 > 491,520, +1.1 %)." in text
+    assert "VGG-Small (" not in text
 
 
 def test_table5_rows_come_from_the_presets():

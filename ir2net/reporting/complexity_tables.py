@@ -3,13 +3,15 @@ Eq. 17 / 18 costs of the Table II presets, Table V's settings, and Table VI's BO
 OPs beside the paper's."""
 from __future__ import annotations
 
+import pandas as pd
+
 from ..complexity import (_convention, build_variant, count_complexity, q_cirec_built,
                           q_cirec_eq18, q_scale, recovery_geometry)
 from ..models import model_info
 from ..paper import paper_values
 from ..recovery_presets import table_presets
 
-__all__ = ["table2_rows", "table5_rows", "table6_rows"]
+__all__ = ["table2_rows", "table2_paragraph", "table5_rows", "table6_rows"]
 
 
 def table2_rows(taps: str = "authors") -> list[dict]:
@@ -21,12 +23,34 @@ def table2_rows(taps: str = "authors") -> list[dict]:
         c_in, c_n, h, w = recovery_geometry(model, size)
         scale = q_scale(build_variant(preset.backbone, "baseline"), size)
         eq18 = q_cirec_eq18(c_in, c_n, h, w, preset.spec.r, preset.spec.g)
+        built = q_cirec_built(model, size)
         rows.append({"backbone": preset.row, "model": preset.backbone, "r": preset.spec.r,
                      "g": preset.spec.g, "taps": taps, "c_in": c_in, "c_n": c_n,
                      "h_n": h, "w_n": w, "q_scale": scale, "q_cirec_eq18": eq18,
-                     "q_cirec_built": q_cirec_built(model, size),
-                     "eq18_within_q_scale": eq18 <= scale})
+                     "q_cirec_built": built,
+                     "eq18_within_q_scale": eq18 <= scale,
+                     "built_within_q_scale": built <= scale})
     return rows
+
+
+def table2_paragraph(table2: pd.DataFrame) -> str:
+    """Which Table II rows keep Sec. V-C's design rule Q_CIRec ≤ Q_scale, by Eq. 18's count
+    and by the module as built, in words computed from the table."""
+    def breaking(check, count):
+        return [f"{row['backbone']} ({row[count]:,} > {row['q_scale']:,}, "
+                f"{100 * (row[count] / row['q_scale'] - 1):+.1f} %)"
+                for _, row in table2[~table2[check].astype(bool)].iterrows()]
+    eq18, built = breaking("eq18_within_q_scale", "q_cirec_eq18"), \
+        breaking("built_within_q_scale", "q_cirec_built")
+    text = ("Sec. V-C chooses r so that CIRec costs no more than the scaling factors it "
+            "replaces (Q_CIRec ≤ Q_scale). Eq. 18 counts CIRec with C_n / r channels; the "
+            "module as built rounds each channel count up to a whole number, as the authors' "
+            "code does, so its count can be larger. ")
+    text += ("By Eq. 18 every row keeps the rule. " if not eq18 else
+             f"By Eq. 18 the rule breaks for {', '.join(eq18)}. ")
+    text += ("As built, every row keeps it too." if not built else
+             f"As built it breaks for {', '.join(built)}.")
+    return text
 
 
 def table5_rows() -> list[dict]:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .. import artifacts
 from .records import load_records
+from .complexity_tables import table2_paragraph
 from .evidence import gap_paragraph
 from .ires_evidence import IRES_READING
 from .tables import CAPTIONS, TABLE_NAMES, segments_hardware, to_markdown
@@ -128,6 +129,8 @@ def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: s
         if (tables_dir / f"{name}.md").is_file():
             lines += [f"## {CAPTIONS[name]}", "", *_READING.get(name, []),
                       (tables_dir / f"{name}.md").read_text(), ""]
+        if name == "table2" and (tables_dir / "table2.csv").is_file():
+            lines += [table2_paragraph(pd.read_csv(tables_dir / "table2.csv")), ""]
         if name == "gap" and (tables_dir / "gap.csv").is_file():
             lines += [gap_paragraph(pd.read_csv(tables_dir / "calibration.csv"),
                                     pd.read_csv(tables_dir / "gap.csv")), ""]

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,8 +12,8 @@ from snakemake.utils import validate
 # e.g. deployed as a module), and parsing imports nothing that imports torch.
 sys.path.insert(0, str(Path(workflow.current_basedir).parents[1]))
 from ir2net.experiments import (CALIBRATION_RECIPE, SCHEDULE_GROUPS,  # noqa: E402
-                                TABLE3_BACKBONES, PlanError, build_runs, derive_imagenet,
-                                run_table)
+                                TABLE3_BACKBONES, build_runs, data_problems,
+                                derive_imagenet, run_table)
 
 
 if not config:
@@ -36,20 +37,10 @@ for _group in config["schedules"]:
         _config_error(f"schedules.{_group}", f"unknown recipe group; expected one of "
                       f"{', '.join(SCHEDULE_GROUPS)}")
 
-_cifar = config["cifar10"]
-if _cifar["dataset"] == "cifar10":
-    if not _cifar["root"]:
-        _config_error("cifar10.root", "no CIFAR-10 path given; set it to a torchvision "
-                      "cifar-10-batches-py folder, an image-folder tree or an archive of one")
-    if not _cifar["download"] and not Path(_cifar["root"]).exists():
-        _config_error("cifar10.root", f"{_cifar['root']} does not exist. Provide CIFAR-10 there "
-                      "(for example extract or point at the shared cifar10-jpeg.tar.gz), or set "
-                      "cifar10.download: true where the network allows")
-
-try:
-    derive_imagenet(config)
-except PlanError as error:
-    raise ValueError(str(error)) from None
+# Data is checked by the jobs that read it (data_check), not here: targets that read no
+# data (Tables II/V/VI, the cost plan, dry runs of any profile) need none.
+DATA_PROBLEMS = data_problems(config)
+derive_imagenet(config, check_paths=False)
 _imagenet = config["imagenet"]
 
 # Files of the workflow itself are found from its own location (the repository holding this
@@ -119,9 +110,21 @@ def train_inputs(wildcards):
     spec = RUNS[wildcards.run]
     inputs = {f"needs_{i}": f"{run_folder(other)}/model.pt"
               for i, other in enumerate(spec.uses.values())}
-    if spec.recipe.startswith("imagenet") and not _imagenet["root"]:
+    if spec.recipe.startswith("imagenet") and not _imagenet["root"] and _imagenet["allow_standin"]:
         inputs["standin"] = _imagenet["data_root"]
     return inputs
+
+
+def refuse_without(source):
+    """Shell that stops a job reading `source` (cifar10, imagenet) with the message naming the
+    config key, where that data is missing; empty where it is there."""
+    problem = DATA_PROBLEMS[source]
+    return f"echo {shlex.quote(problem)} >&2; exit 1; " if problem else ""
+
+
+def data_check(wildcards):
+    spec = RUNS[wildcards.run]
+    return refuse_without("imagenet" if spec.recipe.startswith("imagenet") else "cifar10")
 
 
 def write_yaml_atomically(path, data):
@@ -160,7 +163,7 @@ def table1_weights():
 
 LONGRUNS = config["longruns_dir"]
 WITH_LONGRUNS = bool(LONGRUNS) and Path(LONGRUNS, "plan.yaml").is_file()
-ACCURACY_TABLES = ((["published", "calibration", "gap", "matched", "segments"]
+ACCURACY_TABLES = ((["published", "calibration", "gap", "matched", "coverage", "segments"]
                     if WITH_LONGRUNS else [])
                    + ["table1", "table3", "table4"])
 COMPLEXITY_TABLES = ["table2", "table5", "table6"]
@@ -180,5 +183,5 @@ def longrun_progress():
     """The committed progress of the published-schedule runs (an input of the tables)."""
     if not WITH_LONGRUNS:
         return []
-    return sorted(str(path) for path in Path(LONGRUNS).glob("*/progress.json")) + \
-        [f"{LONGRUNS}/plan.yaml"]
+    return sorted(str(path) for name in ("progress.json", "ires_coverage.json")
+                  for path in Path(LONGRUNS).glob(f"*/{name}")) + [f"{LONGRUNS}/plan.yaml"]

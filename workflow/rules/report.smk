@@ -98,11 +98,12 @@ rule attention_maps:
         f"{LOGS}/attention_maps.log",
     params:
         records=lambda wildcards, input: os.path.dirname(input.run_table),
+        data_check=refuse_without("cifar10"),
         cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "{params.cli} attention --records {params.records} --out {output} > {log} 2>&1"
+        "{params.data_check}{params.cli} attention --records {params.records} --out {output} > {log} 2>&1"
 
 
 rule report:

@@ -18,11 +18,12 @@ rule imagenet_standin:
         source=("--synthetic" if config["cifar10"]["dataset"] == "synthetic"
                 else f"--source {config['cifar10']['root']}"),
         standin=config["imagenet"]["standin"],
+        data_check=refuse_without("cifar10"),
         cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "{params.cli} standin {params.source} --out {output} --classes {params.standin[classes]}"
+        "{params.data_check}{params.cli} standin {params.source} --out {output} --classes {params.standin[classes]}"
         " --train-per-class {params.standin[train_per_class]}"
         " --val-per-class {params.standin[val_per_class]} --size {params.standin[image_size]}"
         " > {log} 2>&1"
@@ -45,6 +46,7 @@ rule train:
         folder=lambda wildcards, output: os.path.dirname(output.metrics),
         requeue=requeue_settings,
         launcher=launcher,
+        data_check=data_check,
     threads: config["threads"]
     resources:
         mem_mb=8000,
@@ -52,7 +54,7 @@ rule train:
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "{params.launcher} --config {params.recipe} --out {params.folder}"
+        "{params.data_check}{params.launcher} --config {params.recipe} --out {params.folder}"
         " --threads {threads} --on-config-change restart {params.requeue}"
         " --settings {params.settings:q} > {log} 2>&1"
 
