@@ -21,6 +21,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -469,9 +470,69 @@ def run(config: dict, out_dir: str | Path, on_config_change: str = "error") -> d
         teardown(context)
 
 
+@dataclass
+class _TrainingSegment:
+    """What one segment of a run (set up by :func:`_set_up`) shares between the epoch loop
+    and the end of the run; the run's own progress lives in ``state`` (a :class:`RunState`)."""
+
+    config: dict
+    out_dir: Path
+    digest: str
+    checkpoint_path: Path
+    stop: StopConditions
+    context: Distributed
+    device: torch.device
+    data: object
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    step_fn: TrainStep
+    step_note: str
+    state: RunState
+    resumed_from: Optional[int]
+    segment: Segment
+    gradient_watch: GradientWatch
+
+    def segment_records(self, ended_by, epoch, step, partial=None, seconds=0.0, images=0):
+        """Every segment's record so far, this one's updated, and this one's wall time."""
+        state = self.state
+        current = self.segment.update(ended_by, epoch, step, partial,
+                                     state.train_seconds + seconds, state.images_seen + images)
+        return state.segments + [current], current["wall_seconds"]
+
+    def save_checkpoint(self, epochs_done: int, step_now: int, partial=None, seconds=0.0,
+                        images=0, ended_by=INTERRUPTED):
+        """Everything a rerun needs to continue exactly here (written atomically, by rank 0:
+        the weights and optimiser state are the same on every rank)."""
+        self.gradient_watch.check(self.step_note)
+        if not self.context.is_main:
+            return
+        state = self.state
+        segments, wall = self.segment_records(ended_by, epochs_done, step_now, partial, seconds,
+                                              images)
+        saved = RunState(epochs_done, step_now, partial, state.history, state.best,
+                         state.train_seconds + seconds, state.images_seen + images,
+                         state.wall_seconds + wall, segments)
+        artifacts.save_torch(self.checkpoint_path, {
+            "config_digest": self.digest, "config": self.config,
+            "data_fingerprint": self.data.description.get("fingerprint"),
+            **saved.to_checkpoint(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()})
+
+
 def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
            checkpoint_path: Path, stop: StopConditions, context: Distributed,
            device: torch.device) -> dict:
+    current = _set_up(config, out_dir, digest, checkpoint, checkpoint_path, stop, context, device)
+    last_eval = _train_epochs(current)
+    return _finish(current, last_eval)
+
+
+def _set_up(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
+            checkpoint_path: Path, stop: StopConditions, context: Distributed,
+            device: torch.device) -> _TrainingSegment:
+    """The segment's set-up: data, model, optimiser and step, restored from the checkpoint
+    when there is one."""
     started = time.perf_counter()
     torch.manual_seed(config["seed"])
     train_cfg = config["train"]
@@ -514,36 +575,22 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
         raise TrainingError(f"config key 'train.batch_size': {train_cfg['batch_size']} is larger "
                             f"than the {data.train.num_images} training images and drop_last is "
                             "on, so no step would run; lower the batch size or use more data")
-    epochs, max_steps = train_cfg["epochs"], train_cfg["max_steps"]
     segment = Segment(config, device, state, len(data.train), started, context.world_size)
     segment.record["train_step"] = step_note
     if segment.record["data_parallel"]:
         segment.record["data_parallel"] = (f"{torch.distributed.get_backend()}, "
                                            f"{data_parallel_form(step_fn)}")
-    gradient_watch = GradientWatch(model, optimizer)
+    return _TrainingSegment(config, out_dir, digest, checkpoint_path, stop, context, device,
+                            data, model, optimizer, scheduler, step_fn, step_note, state,
+                            resumed_from, segment, GradientWatch(model, optimizer))
 
-    def segment_records(ended_by, epoch, step, partial=None, seconds=0.0, images=0):
-        current = segment.update(ended_by, epoch, step, partial,
-                                 state.train_seconds + seconds, state.images_seen + images)
-        return state.segments + [current], current["wall_seconds"]
 
-    def save_checkpoint(epochs_done: int, step_now: int, partial=None, seconds=0.0, images=0,
-                        ended_by=INTERRUPTED):
-        """Everything a rerun needs to continue exactly here (written atomically, by rank 0:
-        the weights and optimiser state are the same on every rank)."""
-        gradient_watch.check(step_note)
-        if not context.is_main:
-            return
-        segments, wall = segment_records(ended_by, epochs_done, step_now, partial, seconds, images)
-        saved = RunState(epochs_done, step_now, partial, state.history, state.best,
-                         state.train_seconds + seconds, state.images_seen + images,
-                         state.wall_seconds + wall, segments)
-        artifacts.save_torch(checkpoint_path, {
-            "config_digest": digest, "config": config,
-            "data_fingerprint": data.description.get("fingerprint"),
-            **saved.to_checkpoint(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
-
+def _train_epochs(current: _TrainingSegment) -> Optional[dict]:
+    """The epoch loop: train, record, evaluate, checkpoint, until the last epoch or a stop
+    (which checkpoints and raises :class:`TrainingStopped`).  Returns the last evaluation."""
+    config, state, data, context = current.config, current.state, current.data, current.context
+    train_cfg = config["train"]
+    epochs, max_steps = train_cfg["epochs"], train_cfg["max_steps"]
     last_eval = state.history[-1].get("test") if state.history else None
     # this segment's seconds per whole epoch, the last few only: a shared machine's pace
     # changes as other work comes and goes, and the estimate should follow it
@@ -553,25 +600,25 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
             break
         resume = state.partial if epoch == state.epoch else None
         data.train.set_epoch(epoch, start_batch=resume["batch"] if resume else 0)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = current.optimizer.param_groups[0]["lr"]
         tick = time.perf_counter()
         stats = train_one_epoch(
-            step_fn, data.train, epoch=epoch, step=state.step, max_steps=max_steps,
+            current.step_fn, data.train, epoch=epoch, step=state.step, max_steps=max_steps,
             progress=config["progress"], description=f"epoch {epoch + 1}/{epochs}",
             partial=resume, checkpoint_every=train_cfg["checkpoint_every_steps"],
-            on_checkpoint=lambda progress_state, epoch=epoch, tick=tick: save_checkpoint(
+            on_checkpoint=lambda progress_state, epoch=epoch, tick=tick: current.save_checkpoint(
                 epoch, progress_state["step"], progress_state,
                 time.perf_counter() - tick, progress_state["images"]),
-            should_stop=stop, context=context)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            should_stop=current.stop, context=context)
+        if current.device.type == "cuda":
+            torch.cuda.synchronize(current.device)
         seconds = time.perf_counter() - tick
         if stats["stopped"] is not None:
             progress_state = stats["stopped"]
-            save_checkpoint(epoch, progress_state["step"], progress_state, seconds,
-                            progress_state["images"], ended_by=f"stopped by {stop.reason}")
-            raise TrainingStopped(stop.reason, segment.position(epoch, progress_state),
-                                  progress_state["step"], out_dir)
+            current.save_checkpoint(epoch, progress_state["step"], progress_state, seconds,
+                                progress_state["images"], ended_by=f"stopped by {current.stop.reason}")
+            raise TrainingStopped(current.stop.reason, current.segment.position(epoch, progress_state),
+                                  progress_state["step"], current.out_dir)
         # an epoch trained in part (resumed, or cut by max_steps) is scaled up from its steps,
         # so that the first estimate after a resume reflects this machine, not the average
         # of earlier segments
@@ -582,21 +629,12 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
         state.train_seconds += seconds
         state.images_seen += stats["images"]
         state.step = stats["step"]
-        scheduler.step()
+        current.scheduler.step()
         finished = epoch + 1 == epochs or (max_steps is not None and state.step >= max_steps)
-        # the history holds only what the math decides, so that a resumed run's equals an
-        # uninterrupted one's; timings live in the segments
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"],
-                  "train_top1": stats["train_top1"], "steps": state.step}
-        if stats["ires_removed"] is not None:
-            record["ires_removed"] = stats["ires_removed"]
-            if math.isfinite(stats["ires_onset"]):  # unknown in an epoch resumed from before
-                record["ires_onset"] = stats["ires_onset"]
-                record["ires_onset_min"] = min([stats["ires_onset"]] + [
-                    earlier["ires_onset"] for earlier in state.history if "ires_onset" in earlier])
+        record = _epoch_record(epoch, lr, stats, state)
         if finished or (epoch + 1) % config["eval"]["every"] == 0:
-            context.broadcast_buffers(model)  # rank 0's BatchNorm statistics everywhere
-            last_eval = evaluate(model, data.test, train_cfg["mixed_precision"], context)
+            context.broadcast_buffers(current.model)  # rank 0's BatchNorm statistics everywhere
+            last_eval = evaluate(current.model, data.test, train_cfg["mixed_precision"], context)
             record["test"] = last_eval
             if state.best is None or last_eval["top1"] > state.best["top1"]:
                 state.best = {**last_eval, "epoch": epoch + 1}
@@ -608,36 +646,57 @@ def _train(config: dict, out_dir: Path, digest: str, checkpoint: Optional[dict],
             tqdm.write(_epoch_line(record, epochs, state.best, stats["images"] / seconds, pace),
                        file=sys.stdout)
             sys.stdout.flush()
-        if not finished and context.any(stop(), device):
-            save_checkpoint(state.epoch, state.step, ended_by=f"stopped by {stop.reason}")
-            raise TrainingStopped(stop.reason, float(state.epoch), state.step, out_dir)
-        save_checkpoint(state.epoch, state.step)
+        if not finished and context.any(current.stop(), current.device):
+            current.save_checkpoint(state.epoch, state.step, ended_by=f"stopped by {current.stop.reason}")
+            raise TrainingStopped(current.stop.reason, float(state.epoch), state.step, current.out_dir)
+        current.save_checkpoint(state.epoch, state.step)
+    return last_eval
 
+
+def _epoch_record(epoch: int, lr: float, stats: dict, state: RunState) -> dict:
+    """One epoch's history entry.  The history holds only what the math decides, so that a
+    resumed run's equals an uninterrupted one's; timings live in the segments."""
+    record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"],
+              "train_top1": stats["train_top1"], "steps": state.step}
+    if stats["ires_removed"] is not None:
+        record["ires_removed"] = stats["ires_removed"]
+        if math.isfinite(stats["ires_onset"]):  # unknown in an epoch resumed from before
+            record["ires_onset"] = stats["ires_onset"]
+            record["ires_onset_min"] = min([stats["ires_onset"]] + [
+                earlier["ires_onset"] for earlier in state.history if "ires_onset" in earlier])
+    return record
+
+
+def _finish(current: _TrainingSegment, last_eval: Optional[dict]) -> dict:
+    """The end of the run: the final evaluation where the loop had none, then ``model.pt``
+    and ``metrics.json`` (written last: its presence means the run finished)."""
+    state, context = current.state, current.context
     if last_eval is None:  # resumed after the last epoch had already been checkpointed
-        context.broadcast_buffers(model)
-        last_eval = evaluate(model, data.test, train_cfg["mixed_precision"], context)
-    segments, wall = segment_records("complete", state.epoch, state.step)
+        context.broadcast_buffers(current.model)
+        last_eval = evaluate(current.model, current.data.test, current.config["train"]["mixed_precision"],
+                             context)
+    segments, wall = current.segment_records("complete", state.epoch, state.step)
     metrics = {
         "status": "complete",
-        "config_digest": digest,
-        "seed": config["seed"],
+        "config_digest": current.digest,
+        "seed": current.config["seed"],
         "final": {**last_eval, "epoch": state.epoch},
         "best": state.best,
         "history": state.history,
         "steps": state.step,
         "epochs_completed": len(state.history),
-        "data": data.description,
+        "data": current.data.description,
         "train_seconds": state.train_seconds,
         "train_images_per_s": (state.images_seen / state.train_seconds
                                if state.train_seconds > 0 else None),
         "wall_seconds": state.wall_seconds + wall,
-        "resumed_from_epoch": resumed_from,
+        "resumed_from_epoch": current.resumed_from,
         "world_size": context.world_size,
         "segments": segments,
-        "provenance": provenance.collect(device),
+        "provenance": provenance.collect(current.device),
     }
     if context.is_main:
-        artifacts.save_torch(out_dir / "model.pt", model.state_dict())
-        artifacts.write_json(out_dir / "metrics.json", metrics)
+        artifacts.save_torch(current.out_dir / "model.pt", current.model.state_dict())
+        artifacts.write_json(current.out_dir / "metrics.json", metrics)
     context.barrier()
     return metrics
