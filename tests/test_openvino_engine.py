@@ -1,6 +1,7 @@
 """Binary convolutions on OpenVINO's XNOR-popcount kernel equal PyTorch's exactly, at every
 shape of every binary backbone the package trains (ir2net.openvino_engine, issue 25)."""
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,7 +71,8 @@ def test_binary_convolution_equals_pytorch_exactly(shape):
 
 
 def test_bit_packed_kernel_runs_where_the_cpu_has_avx512():
-    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
     _, primitives = engine_conv(torch.randn(64, 64, 3, 3), torch.randn(1, 64, 8, 8), 1, 1)
     if " avx512f" not in flags:
         pytest.skip(f"no AVX-512 here; the plugin ran {primitives['conv']}")

@@ -110,7 +110,7 @@ def train_inputs(wildcards):
     spec = RUNS[wildcards.run]
     inputs = {f"needs_{i}": f"{run_folder(other)}/model.pt"
               for i, other in enumerate(spec.uses.values())}
-    if spec.recipe.startswith("imagenet") and not _imagenet["root"] and _imagenet["allow_standin"]:
+    if wildcards.run in IMAGENET_RUNS and not _imagenet["root"] and _imagenet["allow_standin"]:
         inputs["standin"] = _imagenet["data_root"]
     return inputs
 
@@ -123,8 +123,7 @@ def refuse_without(source):
 
 
 def data_check(wildcards):
-    spec = RUNS[wildcards.run]
-    return refuse_without("imagenet" if spec.recipe.startswith("imagenet") else "cifar10")
+    return refuse_without("imagenet" if wildcards.run in IMAGENET_RUNS else "cifar10")
 
 
 def write_yaml_atomically(path, data):

@@ -103,7 +103,8 @@ rule attention_maps:
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "{params.data_check}{params.cli} attention --records {params.records} --out {output} > {log} 2>&1"
+        "{params.data_check}{params.cli} attention --records {params.records} --out {output}"
+        " > {log} 2>&1"
 
 
 rule report:
