@@ -19,9 +19,11 @@ from . import artifacts
 from .config import ConfigError, load_config
 
 __all__ = ["TrainedModel", "load_trained", "score", "ires_coverage", "ires_coverage_grid",
-           "export", "EXPORT_FORMATS"]
+           "export", "EXPORT_FORMATS", "ENGINES", "input_size"]
 
-EXPORT_FORMATS = ("torch-export", "onnx")
+EXPORT_FORMATS = ("torch-export", "onnx", "openvino")
+#: what ``score`` runs the model on: PyTorch, or OpenVINO with binary convolutions on bits
+ENGINES = ("pytorch", "openvino")
 
 
 class TrainedModel:
@@ -71,20 +73,98 @@ def load_trained(target: str | Path, *, config: Optional[str | Path] = None,
     return TrainedModel(model.to(device).eval(), run_config, weights)
 
 
+def input_size(config: dict) -> tuple[int, int, int]:
+    """The (C, H, W) a run's model takes."""
+    size = config["data"]["image_size"]
+    if config["data"]["dataset"] == "synthetic":
+        size = config["data"]["synthetic"]["image_size"]
+    return (3, size, size)
+
+
 def score(target: str | Path, *, config: Optional[str | Path] = None,
           data_root: Optional[str | Path] = None, device: str = "cpu",
-          split: str = "test") -> dict:
+          split: str = "test", engine: str = "pytorch") -> dict:
     """Top-1, top-5, loss and the number of images scored on the run's test set, or with
-    ``split="train"`` on its training images without augmentation (how well it fits them)."""
+    ``split="train"`` on its training images without augmentation (how well it fits them).
+    ``engine="openvino"``: through the OpenVINO graph of ``export(fmt="openvino")`` on the
+    CPU, beside PyTorch on the same images (:func:`_score_on_openvino`)."""
     from .data import build_test_data
     from .training import evaluate, resolve_device
 
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose {', '.join(ENGINES)}")
+    if engine == "openvino" and device != "cpu":
+        raise ConfigError("the OpenVINO engine runs on the CPU: leave --device at cpu")
     overrides = (f"data.root={data_root}",) if data_root else ()
     trained = load_trained(target, config=config, overrides=overrides, device=device)
     batches, _ = build_test_data(trained.config, resolve_device(device), split)
-    result = evaluate(trained.model, batches, trained.config["train"]["mixed_precision"])
+    if engine == "openvino":
+        result = _score_on_openvino(trained, batches)
+    else:
+        result = evaluate(trained.model, batches, trained.config["train"]["mixed_precision"])
     return {**result, "split": split, "weights": str(trained.weights), "device": device,
-            "torch_threads": torch.get_num_threads()}
+            "engine": engine, "torch_threads": torch.get_num_threads()}
+
+
+def _hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hits = ranked == labels[:, None]
+    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
+
+
+def _score_on_openvino(trained: TrainedModel, batches) -> dict:
+    """The run's model on OpenVINO's CPU plugin (binary convolutions on the XNOR-popcount
+    kernel, everything else float32) beside PyTorch on the very same batches: PyTorch as the
+    run evaluates (its ``model.binary_dtype``: bfloat16 rounds the binary convolutions'
+    integer sums) and with float32 binary convolutions (exact sums, as the engine's)."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from .binarize import set_binary_compute_dtype
+    from .openvino_engine import binary_primitives, compile_for_cpu
+    from .openvino_export import to_openvino
+
+    configured = trained.model
+    exact = set_binary_compute_dtype(copy.deepcopy(configured), None)
+    batch_size = trained.config["eval"]["batch_size"]
+    graph = to_openvino(configured, input_size(trained.config), batch=batch_size)
+    compiled = compile_for_cpu(graph, threads=torch.get_num_threads())
+    primitives = binary_primitives(compiled)
+    counts = {name: [0, 0] for name in ("openvino", "pytorch", "pytorch_float32")}
+    differs = {"pytorch": 0, "pytorch_float32": 0}
+    largest, loss_sum, images = 0.0, 0.0, 0
+    with torch.no_grad():
+        for batch, labels in batches:
+            size = batch.shape[0]
+            padded = batch.float().contiguous()
+            if size < batch_size:  # the graph's batch is fixed: pad the last one
+                padded = F.pad(padded, (0, 0, 0, 0, 0, 0, 0, batch_size - size))
+            logits = {"openvino": torch.from_numpy(
+                np.asarray(compiled(padded.numpy())[0])[:size].copy()),
+                "pytorch": configured(batch).float(), "pytorch_float32": exact(batch).float()}
+            for name, values in logits.items():
+                top1, top5 = _hits(values, labels)
+                counts[name][0] += top1
+                counts[name][1] += top5
+            predicted = logits["openvino"].argmax(1)
+            for name in differs:
+                differs[name] += int((predicted != logits[name].argmax(1)).sum())
+            largest = max(largest, (logits["openvino"] - logits["pytorch_float32"]).abs().max()
+                          .item())
+            loss_sum += F.cross_entropy(logits["openvino"], labels, reduction="sum").item()
+            images += size
+    import openvino
+    return {"top1": 100.0 * counts["openvino"][0] / images,
+            "top5": 100.0 * counts["openvino"][1] / images, "loss": loss_sum / images,
+            "images": images, "openvino": openvino.get_version(),
+            "binary_convolutions": len(primitives),
+            "binary_primitives": sorted(set(primitives.values())),
+            "pytorch": {"binary_dtype": trained.config["model"]["binary_dtype"],
+                        "top1": 100.0 * counts["pytorch"][0] / images,
+                        "prediction_differs": differs["pytorch"] / images},
+            "pytorch_float32": {"top1": 100.0 * counts["pytorch_float32"][0] / images,
+                                "prediction_differs": differs["pytorch_float32"] / images,
+                                "largest_logit_difference": largest}}
 
 
 def ires_coverage(target: str | Path, lams: list[float], *, variant: Optional[str] = None,
@@ -146,17 +226,18 @@ def ires_coverage_grid(target: str | Path, lams: list[float], *,
 def export(target: str | Path, out: str | Path, fmt: str = "torch-export", *,
            config: Optional[str | Path] = None) -> Path:
     """Write the trained model for inference: ``torch-export`` (a ``torch.export`` program,
-    ``.pt2``, loaded with ``torch.export.load``) or ``onnx`` (needs the onnx and onnxscript
-    packages).  Inference only: the IRes second pass exists only in training."""
+    ``.pt2``, loaded with ``torch.export.load``), ``onnx`` (needs the onnx and onnxscript
+    packages) or ``openvino`` (``NAME.xml`` + ``NAME.bin``, batch 1, binary convolutions on
+    OpenVINO's XNOR-popcount kernel; :mod:`ir2net.openvino_export`).  Inference only: the
+    IRes second pass exists only in training."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose {', '.join(EXPORT_FORMATS)}")
     trained = load_trained(target, config=config)
     model = copy.deepcopy(trained.model)
-    size = trained.config["data"]["image_size"]
-    if trained.config["data"]["dataset"] == "synthetic":
-        size = trained.config["data"]["synthetic"]["image_size"]
-    example = torch.randn(2, 3, size, size)  # not 1: a size-1 dimension is specialised
     out = Path(out)
+    if fmt == "openvino":
+        return _export_openvino(model, input_size(trained.config), out)
+    example = torch.randn(2, *input_size(trained.config))  # not 1: a size-1 dim is specialised
     out.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
@@ -181,3 +262,30 @@ def export(target: str | Path, out: str | Path, fmt: str = "torch-export", *,
         finally:
             tmp.unlink(missing_ok=True)
     return out
+
+
+def _export_openvino(model: nn.Module, size: tuple[int, int, int], out: Path) -> Path:
+    """Build, check on this CPU (every binary convolution on a bit-packed primitive, the
+    logits of random images close to PyTorch's), then save."""
+    from .binarize import set_binary_compute_dtype
+    from .openvino_engine import EngineError, binary_primitives, compile_for_cpu
+    from .openvino_export import binary_layer_count, save_openvino, to_openvino
+
+    if out.suffix != ".xml":
+        out = out.with_suffix(".xml")
+    graph = to_openvino(model, size)
+    compiled = compile_for_cpu(graph)
+    primitives = binary_primitives(compiled)
+    if len(primitives) != binary_layer_count(model):
+        raise EngineError(f"{len(primitives)} binary convolutions in the compiled graph, "
+                          f"{binary_layer_count(model)} in the model")
+    reference = set_binary_compute_dtype(copy.deepcopy(model), None)
+    images = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference(images)
+    got = torch.from_numpy(compiled(images.numpy())[0].copy())
+    if got.argmax(1).item() != expected.argmax(1).item() and \
+            (got - expected).abs().max() > 1e-3 * expected.abs().max():
+        raise EngineError(f"the OpenVINO graph's logits differ from PyTorch's by "
+                          f"{(got - expected).abs().max().item():.3g} on a random image")
+    return save_openvino(graph, out)

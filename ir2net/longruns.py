@@ -39,6 +39,8 @@ __all__ = ["LongRun", "load_plan", "run_status", "continue_runs", "DEFAULT_FOLDE
 DEFAULT_FOLDER = Path("results/longruns")
 PLAN = "plan.yaml"
 COVERAGE = "ires_coverage.json"  # what IRes's mask would remove on the run's weights
+#: the final weights scored on the test set through OpenVINO's binary kernel, beside PyTorch
+OPENVINO_EVALUATION = "openvino_evaluation.json"
 
 
 @dataclass
@@ -176,7 +178,9 @@ def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
     """Every planned run with its committed ``progress.json`` (``state: not started`` when it
     has none): what the tables and the report show, read without loading a checkpoint.  A
     Figure 7 point carries its ``same_as``; a run with a committed ``ires_coverage.json``
-    (``ir2net ires-coverage --out``) carries it as ``ires_coverage``."""
+    (``ir2net ires-coverage --out``) carries it as ``ires_coverage``, and one with a committed
+    ``openvino_evaluation.json`` (``ir2net evaluate --engine openvino --json``) as
+    ``openvino_evaluation``."""
     plan = load_plan(folder)
     rows = []
     for run in plan.runs:
@@ -191,6 +195,9 @@ def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
             rows[-1]["same_as"] = run.same_as
         if (run.folder / COVERAGE).is_file():
             rows[-1]["ires_coverage"] = json.loads((run.folder / COVERAGE).read_text())
+        if (run.folder / OPENVINO_EVALUATION).is_file():
+            rows[-1]["openvino_evaluation"] = json.loads(
+                (run.folder / OPENVINO_EVALUATION).read_text())
     return rows
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 __all__ = ["EngineError", "SIGN_THRESHOLD", "binary_conv2d", "binary_primitives",
-           "compile_for_cpu"]
+           "compile_for_cpu", "openvino_ops"]
 
 #: FakeQuantize's threshold: bit = x > t.  Minus the smallest positive float32, so that the
 #: bit is 1 exactly where Eq. 3 gives +1 (x >= 0, -0.0 included).
@@ -38,7 +38,8 @@ class EngineError(ValueError):
     """A model the engine cannot run exactly; the message names the layer and why."""
 
 
-def _ops():
+def openvino_ops():
+    """``openvino.opset13``, or a clear error where the optional extra is missing."""
     try:
         import openvino.opset13 as ops
     except ImportError as error:  # pragma: no cover - exercised only without the extra
@@ -47,7 +48,7 @@ def _ops():
 
 
 def _scalar(value: float):
-    return _ops().constant(np.array(value, dtype=np.float32).reshape(1, 1, 1, 1))
+    return openvino_ops().constant(np.array(value, dtype=np.float32).reshape(1, 1, 1, 1))
 
 
 def _packed_weights(weight: torch.Tensor, name: str):
@@ -58,7 +59,7 @@ def _packed_weights(weight: torch.Tensor, name: str):
     bits = (weight.detach().cpu() >= 0).numpy().astype(np.uint8).reshape(-1)
     tensor = ov.Tensor(ov.Type.u1, ov.Shape(list(weight.shape)))
     tensor.data.view(np.uint8).reshape(-1)[:] = np.packbits(bits, bitorder="little")
-    return _ops().constant(tensor)
+    return openvino_ops().constant(tensor)
 
 
 def binary_conv2d(node, weight: torch.Tensor, *, stride: int | Sequence[int] = 1,
@@ -67,7 +68,7 @@ def binary_conv2d(node, weight: torch.Tensor, *, stride: int | Sequence[int] = 1
     """``conv2d(sign(node), sign(weight), stride, padding)`` (Eq. 2, 3) as FakeQuantize +
     BinaryConvolution on ``node`` (float32, NCHW).  Refuses what the engine cannot run exactly
     with an :class:`EngineError` naming ``name``."""
-    ops = _ops()
+    ops = openvino_ops()
     if sign_zero != "plus_one":
         raise EngineError(f"{name}: sign_zero={sign_zero!r} maps 0 to 0, which has no binary "
                           "code; only Eq. 3's sign (sign_zero='plus_one') runs on the engine")
@@ -85,14 +86,15 @@ def binary_conv2d(node, weight: torch.Tensor, *, stride: int | Sequence[int] = 1
     return conv
 
 
-def compile_for_cpu(model, threads: int = 1):
+def compile_for_cpu(model, threads: int = 1, counters: bool = True):
     """Compile for the CPU plugin with float32 for the real-valued layers (unset, an AVX-512
-    bf16 CPU runs them in bfloat16) and per-layer counters on."""
+    bf16 CPU runs them in bfloat16) and, with ``counters``, per-layer counters on (they cost
+    time: off for latency)."""
     import openvino as ov
 
     return ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                   "INFERENCE_PRECISION_HINT": "f32",
-                                                  "PERF_COUNT": True})
+                                                  "PERF_COUNT": counters})
 
 
 def binary_primitives(compiled, *, require_binary: bool = True) -> dict[str, str]:

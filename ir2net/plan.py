@@ -267,7 +267,7 @@ def plan_markdown(jobs: list[JobCost], device: str, profile: str) -> str:
     ``cpu``: hours of the whole CPU, which the benchmark used)."""
     import pandas as pd
 
-    from .reporting.tables import to_markdown
+    from .reporting.printing import to_markdown
 
     unit = "CPU" if device == "cpu" else "GPU"
 

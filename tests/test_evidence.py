@@ -106,7 +106,7 @@ def _history(removed, onsets=None):
 
 def test_ires_rows_say_whether_their_mask_removed_anything():
     from ir2net.reporting.ires_evidence import REMOVED_NOTHING, mask_label
-    from ir2net.reporting.tables import published_table
+    from ir2net.reporting.longrun_tables import published_table
 
     assert mask_label([[{"epoch": 1}]]) == ""                          # no IRes
     assert mask_label([_history([0.0, 0.0]), _history([0.0])]) == REMOVED_NOTHING
@@ -120,7 +120,7 @@ def test_ires_rows_say_whether_their_mask_removed_anything():
 
 def test_the_coverage_table_lists_every_rule_and_source_at_figure_7s_lambda():
     from ir2net.reporting.ires_evidence import coverage_table
-    from ir2net.reporting.tables import printed, to_markdown
+    from ir2net.reporting.printing import printed, to_markdown
 
     result = {"weights": "model.pt", "variant": "authors", "source": "pre_activation",
               "images": 10, "onset": {"min": 0.634, "median": 0.8},

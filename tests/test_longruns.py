@@ -244,7 +244,7 @@ def test_the_published_rows_name_binary_convolutions_only_for_binary_models():
     full-precision run has no binary convolutions, so their dtype must not be named for it."""
     from ir2net.longruns import read_progress
     from ir2net.reporting.evidence import seed_of
-    from ir2net.reporting.tables import published_table
+    from ir2net.reporting.longrun_tables import published_table
 
     progress = read_progress(ROOT / "results" / "longruns")
     table = published_table(progress)
@@ -269,7 +269,7 @@ def test_the_committed_segments_account_for_every_epoch_and_hour():
     committed run its segments follow one another without a gap or an overlap from epoch 0
     to where the run stands, and their wall times add up to the run's."""
     from ir2net.longruns import read_progress
-    from ir2net.reporting.tables import segments_table
+    from ir2net.reporting.run_tables import segments_table
 
     progress = read_progress(ROOT / "results" / "longruns")
     table = segments_table(progress)
@@ -291,7 +291,7 @@ def test_the_committed_segments_account_for_every_epoch_and_hour():
 def test_matched_epochs_compare_a_run_with_the_baseline_over_the_same_epochs():
     """A run that has trained 75 epochs is compared with the Baseline over epochs 1-50 and
     51-75 (not the Baseline's 51-100); without a Baseline there is nothing to match."""
-    from ir2net.reporting.tables import matched_epochs_table
+    from ir2net.reporting.longrun_tables import matched_epochs_table
 
     def history(epochs, test, train):
         return [{"epoch": e, "train_top1": train(e), "test": {"top1": test(e)}}

@@ -209,10 +209,11 @@ RECORDS = ROOT / "results" / "records" / "default"
 def test_committed_tables_regenerate_from_committed_records(tmp_path):
     from ir2net.longruns import read_progress
     from ir2net.reporting import build_tables, load_records, write_tables
+    from ir2net.reporting.latency_tables import read_latency
 
     config, records = load_records(RECORDS)
-    write_tables(build_tables(config, records, read_progress(ROOT / "results/longruns")),
-                 tmp_path)
+    write_tables(build_tables(config, records, read_progress(ROOT / "results/longruns"),
+                              read_latency(ROOT / "results/bench/latency.json")), tmp_path)
     committed = ROOT / "results" / "tables"
     for path in sorted(tmp_path.iterdir()):
         assert filecmp.cmp(path, committed / path.name, shallow=False), \

@@ -1,5 +1,6 @@
 """Figures: Figure 7 (top-1 against λ), when IRes acts (mask coverage per epoch),
-training curves of Table I, ours beside the paper, and attention maps (Fig. 1 / 8).
+training curves of Table I, ours beside the paper, attention maps (Fig. 1 / 8), and measured
+latency against OPs.
 
 Every figure is written as PNG and PDF without timestamps or other volatile metadata, so
 two renders of the same records are byte-identical.
@@ -17,7 +18,7 @@ from ..experiments import FIGURE7_SERIES
 from .records import load_records, roles
 
 __all__ = ["figure7", "coverage_figure", "training_curves", "paper_comparison",
-           "attention_figure", "save_figure"]
+           "attention_figure", "latency_figure", "save_figure"]
 
 #: No creation dates or producer versions in the files: renders are reproducible.
 _METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None,
@@ -290,3 +291,40 @@ def paper_comparison(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> li
         ax.set_ylabel("")
     fig.tight_layout()
     return save_figure(fig, Path(out_dir) / "paper_comparison")
+
+
+def latency_figure(latency: Optional[dict], out_dir: str | Path) -> list[Path]:
+    """Measured batch-1 latency against Table VI's OPs for every model of the ``ir2net
+    latency`` record, on the engine that deploys it, one panel per thread count: how well
+    OPs = BOPs / 64 + FLOPs predicts speed.  Nothing without a record."""
+    if latency is None:
+        return []
+    from .latency_tables import deployed_latency
+
+    plt, sns = _pyplot()
+    counts = sorted({row["threads"] for row in latency["latency"]})
+    fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 4.5), squeeze=False)
+    for ax, count in zip(axes[0], counts):
+        rows = [{"model": model, "ops": latency["models"][model]["ops"] / 1e8,
+                 "ms": row["median_ms"], "table": f"Table {latency['models'][model]['table']}",
+                 "engine": row["engine"]}
+                for model, row in deployed_latency(latency, count).items()]
+        frame = pd.DataFrame(rows)
+        sns.scatterplot(data=frame, x="ops", y="ms", hue="table", style="engine", ax=ax, s=60)
+        placed: list[dict] = []
+        for row in sorted(rows, key=lambda row: (row["ops"], row["ms"])):
+            # neighbours within 25 % on both axes: stack the labels instead of overprinting
+            near = [other for other in placed
+                    if abs(other["ops"] / row["ops"] - 1) < 0.25
+                    and abs(other["ms"] / row["ms"] - 1) < 0.25]
+            stacked = dict(xytext=(28, 3 - 10 * len(near)),
+                           arrowprops=dict(arrowstyle="-", lw=0.4, color="grey")) if near \
+                else dict(xytext=(5, 3))
+            ax.annotate(row["model"], (row["ops"], row["ms"]), fontsize=7,
+                        textcoords="offset points", **stacked)
+            placed.append(row)
+        ax.set(xscale="log", yscale="log", xlabel="OPs (×10⁸, Table VI's count)",
+               ylabel="latency, ms (batch 1)",
+               title=f"{count} thread{'s' if count > 1 else ''}, {latency['machine']['cpu']}")
+    fig.tight_layout()
+    return save_figure(fig, Path(out_dir) / "latency_vs_ops")

@@ -14,10 +14,12 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from .figures import coverage_figure, figure7, paper_comparison, training_curves
+from .figures import coverage_figure, figure7, latency_figure, paper_comparison, training_curves
+from .latency_tables import read_latency
 from .records import export_records, load_records
 from .report import write_report
-from .tables import build_tables, write_tables
+from .printing import write_tables
+from .tables import build_tables
 
 __all__ = ["render", "publish"]
 
@@ -26,12 +28,16 @@ def render(records: str | Path, tables_dir: str | Path, figures_dir: str | Path,
            report_dir: str | Path, *, longruns: Optional[list[dict]] = None,
            divergences: Optional[str | Path] = None,
            benchmark: Optional[str | Path] = None,
-           cost_plan: Optional[tuple[str | Path, str]] = None) -> list[Path]:
+           cost_plan: Optional[tuple[str | Path, str]] = None,
+           latency: Optional[str | Path] = None) -> list[Path]:
     """Tables, figures and report from a records folder (deterministic).  ``cost_plan``:
     (a workflow profile, a device), the profile's ``ir2net plan`` from the committed
-    benchmark records, written as ``plan.md`` beside the tables and included in the report."""
+    benchmark records, written as ``plan.md`` beside the tables and included in the report;
+    ``latency``: an ``ir2net latency`` record (Table VI's measured columns, the latency
+    tables and figure)."""
     plan, finished = load_records(records)
-    tables = build_tables(plan, finished, longruns)
+    latency_record = read_latency(latency)
+    tables = build_tables(plan, finished, longruns, latency_record)
     written = write_tables(tables, tables_dir)
     plan_file = None
     if cost_plan:
@@ -47,8 +53,10 @@ def render(records: str | Path, tables_dir: str | Path, figures_dir: str | Path,
     written += coverage_figure(plan, finished, figures_dir, longruns)
     written += training_curves(plan, finished, figures_dir)
     written += paper_comparison(tables, figures_dir)
+    written += latency_figure(latency_record, figures_dir)
     written += write_report(records, tables_dir, figures_dir, report_dir,
-                            divergences=divergences, benchmark=benchmark, cost_plan=plan_file)
+                            divergences=divergences, benchmark=benchmark, cost_plan=plan_file,
+                            latency=latency)
     return written
 
 
@@ -57,7 +65,8 @@ def publish(runs: str | Path, records: str | Path, tables_dir: str | Path,
             attention: Optional[str | Path] = None, longruns: Optional[list[dict]] = None,
             divergences: Optional[str | Path] = None,
             benchmark: Optional[str | Path] = None,
-            cost_plan: Optional[tuple[str | Path, str]] = None) -> list[Path]:
+            cost_plan: Optional[tuple[str | Path, str]] = None,
+            latency: Optional[str | Path] = None) -> list[Path]:
     """Copy the finished runs' records from ``runs`` into ``records`` and render everything
     committed from them; ``attention`` (the workflow's attention.png) is copied."""
     export_records(runs, records)
@@ -65,4 +74,5 @@ def publish(runs: str | Path, records: str | Path, tables_dir: str | Path,
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(attention, Path(figures_dir) / "attention.png")
     return render(records, tables_dir, figures_dir, report_dir, longruns=longruns,
-                  divergences=divergences, benchmark=benchmark, cost_plan=cost_plan)
+                  divergences=divergences, benchmark=benchmark, cost_plan=cost_plan,
+                  latency=latency)

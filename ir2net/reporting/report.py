@@ -20,7 +20,10 @@ from .records import load_records
 from .complexity_tables import table2_paragraph
 from .evidence import gap_paragraph
 from .ires_evidence import IRES_READING
-from .tables import CAPTIONS, TABLE_NAMES, segments_hardware, to_markdown
+from .latency_tables import latency_paragraph, read_latency
+from .printing import CAPTIONS, to_markdown
+from .run_tables import segments_hardware
+from .tables import TABLE_NAMES
 
 __all__ = ["write_report", "FIGURES"]
 
@@ -29,7 +32,8 @@ FIGURES = (("Ours beside the paper (best epoch, as the authors report)", "paper_
            ("Figure 7: impact of λ", "fig7.png"),
            ("When does IRes act? Pixels its mask removed, per epoch", "ires_coverage.png"),
            ("Training curves of Table I", "training_curves.png"),
-           ("Attention maps (paper Fig. 1 / 8)", "attention.png"))
+           ("Attention maps (paper Fig. 1 / 8)", "attention.png"),
+           ("Measured latency against OPs (a real binary engine)", "latency_vs_ops.png"))
 
 
 #: How to read a table, printed above it (facts of the method, never a run's numbers).
@@ -96,12 +100,15 @@ def _image_data_uri(path: Path) -> str:
 def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: str | Path,
                  out_dir: str | Path, divergences: Optional[str | Path] = None,
                  benchmark: Optional[str | Path] = None,
-                 cost_plan: Optional[str | Path] = None) -> list[Path]:
+                 cost_plan: Optional[str | Path] = None,
+                 latency: Optional[str | Path] = None) -> list[Path]:
     """``report.md`` and a self-contained ``report.html`` (images embedded); ``cost_plan``:
-    an ``ir2net plan`` Markdown file to include."""
+    an ``ir2net plan`` Markdown file to include; ``latency``: the ``ir2net latency`` record
+    whose tables were written (its machine and speed-ups go under them)."""
     import markdown
 
     plan, records = load_records(records_dir)
+    latency_record = read_latency(latency)
     tables_dir, figures_dir, out_dir = Path(tables_dir), Path(figures_dir), Path(out_dir)
     runs = [run["id"] for run in plan["runs"]]
     finished = sum(run_id in records for run_id in runs)
@@ -131,6 +138,8 @@ def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: s
                       (tables_dir / f"{name}.md").read_text(), ""]
         if name == "table2" and (tables_dir / "table2.csv").is_file():
             lines += [table2_paragraph(pd.read_csv(tables_dir / "table2.csv")), ""]
+        if name == "latency" and latency_record is not None:
+            lines += [latency_paragraph(latency_record), ""]
         if name == "gap" and (tables_dir / "gap.csv").is_file():
             lines += [gap_paragraph(pd.read_csv(tables_dir / "calibration.csv"),
                                     pd.read_csv(tables_dir / "gap.csv")), ""]

@@ -164,8 +164,19 @@ LONGRUNS = config["longruns_dir"]
 WITH_LONGRUNS = bool(LONGRUNS) and Path(LONGRUNS, "plan.yaml").is_file()
 ACCURACY_TABLES = ((["published", "calibration", "gap", "matched", "coverage", "segments"]
                     if WITH_LONGRUNS else [])
-                   + ["table1", "table3", "table4"])
-COMPLEXITY_TABLES = ["table2", "table5", "table6"]
+                   + ["table1", "table3", "table4"] + (["engine"] if WITH_LONGRUNS else []))
+# Table VI's measured latency: an `ir2net latency` record (config latency_json; the committed
+# one by default, or the `latency` rule's own measurement when pointed at it)
+LATENCY_JSON = config["latency_json"]
+LATENCY_MEASURED = f"{RESULTS}/bench/latency.json"  # the `latency` rule's output
+if LATENCY_JSON and LATENCY_JSON != LATENCY_MEASURED and not Path(LATENCY_JSON).is_file():
+    print(f"config latency_json: {LATENCY_JSON} does not exist; Table VI is built without "
+          "measured latency (`snakemake latency` measures this machine)", file=sys.stderr)
+    LATENCY_JSON = None
+LATENCY_INPUT = [LATENCY_JSON] if LATENCY_JSON else []
+LATENCY_OPTION = f"--latency {LATENCY_JSON}" if LATENCY_JSON else ""
+COMPLEXITY_TABLES = ["table2", "table5", "table6"] + (["latency", "latency_layers"]
+                                                      if LATENCY_JSON else [])
 
 
 def table_files(names):
@@ -174,7 +185,8 @@ def table_files(names):
 
 TABLES = table_files(ACCURACY_TABLES) + table_files(COMPLEXITY_TABLES)
 FIGURES = [f"{RESULTS}/figures/{name}.{ext}" for name in
-           ("fig7", "ires_coverage", "training_curves", "paper_comparison") for ext in ("png", "pdf")]
+           ("fig7", "ires_coverage", "training_curves", "paper_comparison")
+           + (("latency_vs_ops",) if LATENCY_JSON else ()) for ext in ("png", "pdf")]
 LONGRUNS_OPTION = f"--longruns {LONGRUNS}" if WITH_LONGRUNS else ""
 
 
@@ -182,5 +194,6 @@ def longrun_progress():
     """The committed progress of the published-schedule runs (an input of the tables)."""
     if not WITH_LONGRUNS:
         return []
-    return sorted(str(path) for name in ("progress.json", "ires_coverage.json")
+    return sorted(str(path) for name in ("progress.json", "ires_coverage.json",
+                                         "openvino_evaluation.json")
                   for path in Path(LONGRUNS).glob(f"*/{name}")) + [f"{LONGRUNS}/plan.yaml"]

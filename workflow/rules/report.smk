@@ -1,5 +1,6 @@
 localrules:
     run_table,
+    latency,
     calibration_summary,
     calibration,
     accuracy_tables,
@@ -34,6 +35,8 @@ rule accuracy_tables:
 
 
 rule complexity_tables:
+    input:
+        LATENCY_INPUT,
     output:
         [report(path, caption="../report/tables.rst", category="Tables")
          if path.endswith(".md") else path for path in table_files(COMPLEXITY_TABLES)],
@@ -41,11 +44,31 @@ rule complexity_tables:
         f"{LOGS}/complexity_tables.log",
     params:
         out=lambda wildcards, output: os.path.dirname(output[0]),
+        latency=LATENCY_OPTION,
         cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
-        "{params.cli} tables --which complexity --out {params.out} > {log} 2>&1"
+        "{params.cli} tables --which complexity --out {params.out} {params.latency} > {log} 2>&1"
+
+
+# `snakemake latency`: batch-1 latency of Table VI's and Table III's models on OpenVINO's
+# binary kernel, in float32 and in PyTorch (ir2net.latency); no data, no trained weights.  Every
+# core is asked for (Snakemake caps it at --cores), so that nothing else runs beside the
+# measurement.  Not part of `all`: the tables read config latency_json (point it here to render
+# this machine's record).
+rule latency:
+    output:
+        LATENCY_MEASURED,
+    log:
+        f"{LOGS}/latency.log",
+    threads: 1024
+    params:
+        cli=IR2NET,
+    conda:
+        "../envs/ir2net.yaml"
+    shell:
+        "{params.cli} latency --out {output} > {log} 2>&1"
 
 
 rule cost_plan:
@@ -68,6 +91,7 @@ rule figures:
     input:
         all_metrics(),
         longrun_progress(),
+        LATENCY_INPUT,
         run_table=RUN_TABLE_FILE,
     output:
         [report(path, caption=f"../report/{os.path.basename(path)[:-4]}.rst", category="Figures")
@@ -78,12 +102,13 @@ rule figures:
         records=lambda wildcards, input: os.path.dirname(input.run_table),
         out=lambda wildcards, output: os.path.dirname(output[0]),
         longruns=LONGRUNS_OPTION,
+        latency=LATENCY_OPTION,
         cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
         "{params.cli} figures --records {params.records} --out {params.out} {params.longruns}"
-        " > {log} 2>&1"
+        " {params.latency} > {log} 2>&1"
 
 
 rule attention_maps:
@@ -113,6 +138,7 @@ rule report:
         figures=FIGURES,
         attention=f"{RESULTS}/figures/attention.png",
         plan=[f"{RESULTS}/plan.md"] if config["plan_device"] else [],
+        latency=LATENCY_INPUT,
         divergences=DIVERGENCES,
         run_table=RUN_TABLE_FILE,
     output:
@@ -127,13 +153,14 @@ rule report:
         out=lambda wildcards, output: os.path.dirname(output.md),
         benchmark=(f"--benchmark {config['benchmark_json']}" if config["benchmark_json"] else ""),
         plan=lambda wildcards, input: f"--plan {input.plan[0]}" if input.plan else "",
+        latency=LATENCY_OPTION,
         cli=IR2NET,
     conda:
         "../envs/ir2net.yaml"
     shell:
         "{params.cli} report --records {params.records} --tables {params.tables}"
         " --figures {params.figures} --out {params.out} --divergences {input.divergences}"
-        " {params.benchmark} {params.plan} > {log} 2>&1"
+        " {params.benchmark} {params.plan} {params.latency} > {log} 2>&1"
 
 
 # `snakemake publish`: after the main job, copy the profile's run records into the
@@ -149,6 +176,7 @@ rule publish:
         to=config["publish"],
         longruns=LONGRUNS if WITH_LONGRUNS else "''",
         benchmark=config["benchmark_json"] or "''",
+        latency=LATENCY_JSON or "''",
         divergences=DIVERGENCES,
         plan_device=config["plan_device"] or "",
         paper_profile=PAPER_PROFILE,
@@ -161,4 +189,5 @@ rule publish:
         " --tables {params.to[tables]} --figures {params.to[figures]} --report {params.to[report]}"
         " --attention {input.attention} --longruns {params.longruns}"
         " --divergences {params.divergences} --benchmark {params.benchmark}"
+        " --latency {params.latency}"
         " --plan-device '{params.plan_device}' --plan-profile {params.paper_profile} > {log} 2>&1"
