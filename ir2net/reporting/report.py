@@ -38,6 +38,16 @@ FIGURES = (("Ours beside the paper (best epoch, as the authors report)", "paper_
 
 #: How to read a table, printed above it (facts of the method, never a run's numbers).
 _READING = {
+    "engine": [
+        "The binary convolutions are exact integer sums on both sides; the real-valued layers "
+        "sum float32 in another order. An image whose prediction differs has a binary "
+        "convolution's input within float32 rounding of 0, whose sign the two runtimes decide "
+        "differently (docs/performance.md, where every such image was checked).", ""],
+    "latency": [
+        "OPs (Table VI) counts a binary multiply-accumulate as 1/64 of a real one; the "
+        "speed-up column is what a real XNOR-popcount kernel delivers end to end, real-valued "
+        "stem, BatchNorm, recovery and head included. The per-layer table below says where "
+        "the time goes.", ""],
     "published": [IRES_READING, ""],
     "table1": [IRES_READING, ""],
     "coverage": [
