@@ -105,6 +105,9 @@ def test_targets_without_data_run_and_training_refuses(tmp_path):
     result = snakemake("--cores", "1", "output/default/results/tables/table6.csv", cwd=work)
     assert result.returncode == 0, result.stderr + result.stdout
     assert "IR²Net-A" in (work / "output/default/results/tables/table6.md").read_text()
+    latency = snakemake("-n", "-p", "--cores", "2", "latency", cwd=work)  # no data, no weights
+    assert latency.returncode == 0 and "ir2net.cli latency --out" in latency.stdout + \
+        latency.stderr, latency.stderr + latency.stdout
     targets = {}
     for profile in ("paper", "config"):
         dry = snakemake("-n", "--configfile", f"config/{profile}.yaml", "--cores", "2", cwd=work)
