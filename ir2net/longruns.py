@@ -201,21 +201,35 @@ def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
     return rows
 
 
+#: the pace of a run is read off at least this many of its latest epochs (when the machine
+#: that trained them trained that many): a segment just restarted is mostly start-up
+PACE_EPOCHS = 5.0
+
+
+def _machine_of(segment: dict) -> str:
+    hardware = segment.get("hardware", {})
+    return hardware.get("gpu") or f"{hardware.get('cpu', 'cpu')}, " \
+                                  f"{hardware.get('torch_threads', '?')} thread(s)"
+
+
 def _hours_left(summary: dict) -> Optional[dict]:
-    """Time to the end at the pace of the latest segment (wall time per epoch, evaluations
-    included), and the machine it was measured on."""
+    """Time to the end at the recent pace (wall time per epoch, evaluations included): the
+    latest segments on the machine that trained the latest one, back to at least
+    :data:`PACE_EPOCHS` epochs, and that machine."""
     segments = summary.get("segments") or []
     if summary.get("state") != "training" or not segments:
         return None
-    last = segments[-1]
-    epochs_trained = (last.get("end_epoch") or 0) - (last.get("start_epoch") or 0)
-    if epochs_trained <= 0 or not last.get("wall_seconds"):
+    machine = _machine_of(segments[-1])
+    epochs_trained = seconds = 0.0
+    for segment in reversed(segments):
+        if _machine_of(segment) != machine or epochs_trained >= PACE_EPOCHS:
+            break
+        epochs_trained += (segment.get("end_epoch") or 0) - (segment.get("start_epoch") or 0)
+        seconds += segment.get("wall_seconds") or 0.0
+    if epochs_trained <= 0 or not seconds:
         return None
-    left = max(summary["epochs"] - last["end_epoch"], 0)
-    hardware = last.get("hardware", {})
-    return {"hours": round(left * last["wall_seconds"] / epochs_trained / 3600, 1),
-            "on": hardware.get("gpu") or f"{hardware.get('cpu', 'cpu')}, "
-                                         f"{hardware.get('torch_threads', '?')} thread(s)"}
+    left = max(summary["epochs"] - segments[-1]["end_epoch"], 0)
+    return {"hours": round(left * seconds / epochs_trained / 3600, 1), "on": machine}
 
 
 #: A λ point is derived only when it lies this far (relative) below the recorded onset, so
@@ -303,7 +317,7 @@ def run_status(plan: Plan, h200_hours: Optional[dict] = None) -> list[dict]:
                     {"final_top1": (summary.get("final") or {}).get("top1"),
                      "best_top1": (summary.get("best") or {}).get("top1"),
                      "segments": len(summary.get("segments", [])),
-                     "left_at_last_pace": _hours_left(summary), "gpu_only": run.gpu_only,
+                     "left_at_recent_pace": _hours_left(summary), "gpu_only": run.gpu_only,
                      "h200_hours": (h200_hours or {}).get(run.run_id) if run.gpu_only else None,
                      "derivation": derivation(plan, run, summaries)})
     return rows

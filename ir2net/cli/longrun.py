@@ -20,9 +20,9 @@ def _print_status(plan, as_json: bool) -> int:
                  f"{row['segments']} segment(s), {row['wall_hours']:.2f} h")
         scores = ("" if row["final_top1"] is None else
                   f"; top-1 last {row['final_top1']:.2f}%, best {row['best_top1']:.2f}%")
-        pace = row["left_at_last_pace"]
+        pace = row["left_at_recent_pace"]
         left = "" if pace is None else \
-            f"; about {pace['hours']:.1f} h left at the last segment's pace ({pace['on']})"
+            f"; about {pace['hours']:.1f} h left at the recent pace ({pace['on']})"
         if row["gpu_only"]:
             left += ("; GPU-only" if row["h200_hours"] is None else
                      f"; GPU-only, {row['h200_hours']:.2f} H200-hours for the whole "
