@@ -56,7 +56,7 @@ CAPTIONS = {
               "on its XNOR-popcount kernel, beside PyTorch as the run evaluates and with "
               "float32 binary convolutions (exact sums, as the engine's); "
               "`ir2net evaluate --engine openvino`",
-    "latency": "Batch-1 latency, ms (median of the timed runs; 10th percentile in the .csv), "
+    "latency": "Batch-1 latency, ms (the median and the 10th percentile of the timed runs), "
                "of Table VI's models (224×224) and Table III's CIFAR-10 models (32×32): "
                "openvino-xnor runs the binary convolutions on OpenVINO's XNOR-popcount kernel, "
                "openvino-f32 the same graph with float32 convolutions of the ±1 values, pytorch "
