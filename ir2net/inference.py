@@ -106,12 +106,6 @@ def score(target: str | Path, *, config: Optional[str | Path] = None,
             "engine": engine, "torch_threads": torch.get_num_threads()}
 
 
-def _hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
-    ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    hits = ranked == labels[:, None]
-    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
-
-
 def _score_on_openvino(trained: TrainedModel, batches) -> dict:
     """The run's model on OpenVINO's CPU plugin (binary convolutions on the XNOR-popcount
     kernel, everything else float32) beside PyTorch on the very same batches: PyTorch as the
@@ -123,6 +117,7 @@ def _score_on_openvino(trained: TrainedModel, batches) -> dict:
     from .binarize import set_binary_compute_dtype
     from .openvino_engine import binary_primitives, compile_for_cpu
     from .openvino_export import to_openvino
+    from .training import topk_hits
 
     configured = trained.model
     exact = set_binary_compute_dtype(copy.deepcopy(configured), None)
@@ -143,9 +138,9 @@ def _score_on_openvino(trained: TrainedModel, batches) -> dict:
                 np.asarray(compiled(padded.numpy())[0])[:size].copy()),
                 "pytorch": configured(batch).float(), "pytorch_float32": exact(batch).float()}
             for name, values in logits.items():
-                top1, top5 = _hits(values, labels)
-                counts[name][0] += top1
-                counts[name][1] += top5
+                top1, top5 = topk_hits(values, labels)
+                counts[name][0] += int(top1)
+                counts[name][1] += int(top5)
             predicted = logits["openvino"].argmax(1)
             for name in differs:
                 differs[name] += int((predicted != logits[name].argmax(1)).sum())

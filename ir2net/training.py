@@ -381,6 +381,13 @@ def train_one_epoch(step_fn: TrainStep, batches, *, epoch: int, step: int,
             "ires_onset": onset_total.item() if restricting else None}
 
 
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many of a batch's images have their label first, and among the first five (all
+    of them when there are fewer classes)."""
+    hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+    return hits[:, 0].sum(), hits.any(dim=1).sum()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, mixed_precision: str = "none",
              context: Distributed = Distributed()) -> dict:
@@ -398,11 +405,9 @@ def evaluate(model: nn.Module, batches, mixed_precision: str = "none",
             logits = model(images)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        k = min(5, logits.shape[1])
-        ranked = logits.topk(k, dim=1).indices
-        hits = ranked == labels[:, None]
-        top1 += hits[:, 0].sum()
-        top5 += hits.any(dim=1).sum()
+        batch_top1, batch_top5 = topk_hits(logits, labels)
+        top1 += batch_top1
+        top5 += batch_top5
         count += labels.numel()
     if context.enabled:
         top1, top5, count, loss_sum = (context.sum(top1), context.sum(top5), context.sum(count),

@@ -411,3 +411,17 @@ def test_weights_cut_off_from_the_loss_are_never_checkpointed():
             with pytest.raises(TrainingError, match=r"18 of 67 trained weight tensors got a "
                                r"gradient of exact zeros .*layer1\.0\.conv1\.weight"):
                 watch.check("CUDA graph, compiled")
+
+
+def test_evaluation_builds_no_autograd_graph():
+    """Scoring runs under no_grad: a graph kept across the test set's batches (through the
+    summed loss) would hold every batch's activations until the end and exhaust memory."""
+    from ir2net.training import evaluate
+
+    model = create_model("resnet20_bireal")
+    seen = []
+    model.register_forward_hook(lambda module, inputs, output: seen.append(output.requires_grad))
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(2)]
+    scores = evaluate(model, batches)
+    assert seen == [False, False]
+    assert scores["images"] == 8
