@@ -69,7 +69,7 @@ class GraphBuilder:
         raise EngineError(f"{name}: no OpenVINO emitter for {type(module).__name__}")
 
     def child(self, parent: nn.Module, attribute: str, node, name: str):
-        return self(getattr(parent, attribute), node, f"{name}.{attribute}")
+        return self(getattr(parent, attribute), node, _path(name, attribute))
 
     def constant(self, values, shape=None):
         array = torch.as_tensor(values).detach().to("cpu", torch.float32).numpy()
@@ -77,6 +77,11 @@ class GraphBuilder:
 
     def add(self, a, b, name: str):
         return self.ops.add(a, b, name=name)
+
+
+def _path(parent: str, child: str) -> str:
+    """A module's dotted path (the top-level model's own name is empty)."""
+    return f"{parent}.{child}" if parent else child
 
 
 def _pair(value) -> list[int]:
@@ -93,7 +98,7 @@ def _padding(module: nn.Conv2d, name: str) -> list[int]:
 def _with_bias(builder: GraphBuilder, module: nn.Module, node, name: str):
     if module.bias is None:
         return node
-    return builder.add(node, builder.constant(module.bias, (1, -1, 1, 1)), f"{name}.bias")
+    return builder.add(node, builder.constant(module.bias, (1, -1, 1, 1)), _path(name, "bias"))
 
 
 def _float_conv(builder: GraphBuilder, module: nn.Conv2d, node, weight: torch.Tensor,
@@ -120,7 +125,7 @@ def _plus_minus_one(builder: GraphBuilder, node, name: str):
     ops = builder.ops
     return ops.select(ops.greater_equal(node, builder.constant(0.0, (1, 1, 1, 1))),
                       builder.constant(1.0, (1, 1, 1, 1)), builder.constant(-1.0, (1, 1, 1, 1)),
-                      name=f"{name}.sign")
+                      name=_path(name, "sign"))
 
 
 @emits(BinaryConv2d)
@@ -150,10 +155,10 @@ def _binary_conv(builder, module, node, name):
         out = _float_conv(builder, module, _plus_minus_one(builder, node, name), signs, name)
     if module.scaling == "channel_mean":
         out = builder.ops.multiply(out, builder.constant(weight.abs().mean(dim=(1, 2, 3)),
-                                                         (1, -1, 1, 1)), name=f"{name}.alpha")
+                                                         (1, -1, 1, 1)), name=_path(name, "alpha"))
     elif module.scaling == "learned":
         out = builder.ops.multiply(out, builder.constant(module.alpha, (1, -1, 1, 1)),
-                                   name=f"{name}.alpha")
+                                   name=_path(name, "alpha"))
     return _with_bias(builder, module, out, name)
 
 
@@ -169,7 +174,7 @@ def _batchnorm(builder, module, node, name):
     if module.bias is not None:
         shift = shift + module.bias.double()
     shape = (1, -1, 1, 1) if isinstance(module, nn.BatchNorm2d) else (1, -1)
-    scaled = builder.ops.multiply(node, builder.constant(scale, shape), name=f"{name}.scale")
+    scaled = builder.ops.multiply(node, builder.constant(scale, shape), name=_path(name, "scale"))
     return builder.add(scaled, builder.constant(shift, shape), name)
 
 
@@ -196,7 +201,7 @@ def _identity(builder, module, node, name):
 @emits(nn.Sequential)
 def _sequential(builder, module, node, name):
     for child_name, child in module.named_children():
-        node = builder(child, node, f"{name}.{child_name}")
+        node = builder(child, node, _path(name, child_name))
     return node
 
 
@@ -245,7 +250,7 @@ def _linear(builder, module, node, name):
     out = builder.ops.matmul(node, builder.constant(module.weight), False, True, name=name)
     if module.bias is None:
         return out
-    return builder.add(out, builder.constant(module.bias, (1, -1)), f"{name}.bias")
+    return builder.add(out, builder.constant(module.bias, (1, -1)), _path(name, "bias"))
 
 
 def _flatten(builder: GraphBuilder, node, name: str):
@@ -259,7 +264,7 @@ def _option_a(builder, module, node, name):
     if module.stride != 1:
         step = np.array([module.stride, module.stride], dtype=np.int64)
         node = ops.slice(node, np.zeros(2, np.int64), np.full(2, np.iinfo(np.int64).max),
-                         step, np.array([2, 3], dtype=np.int64), name=f"{name}.subsample")
+                         step, np.array([2, 3], dtype=np.int64), name=_path(name, "subsample"))
     _, _, _, _, before, after = module.pad
     return ops.pad(node, np.array([0, before, 0, 0], np.int64),
                    np.array([0, after, 0, 0], np.int64), "constant",
@@ -273,9 +278,9 @@ def _bireal_block(builder, module, node, name):
         return builder.child(module, f"bn{index}",
                              builder.child(module, f"conv{index}", x, name), name)
     shortcut = builder.child(module, "shortcut", node, name)
-    y = builder.child(module, "act1", builder.add(conv_bn(1, node), shortcut, f"{name}.add1"),
+    y = builder.child(module, "act1", builder.add(conv_bn(1, node), shortcut, _path(name, "add1")),
                       name)
-    return builder.child(module, "act2", builder.add(conv_bn(2, y), y, f"{name}.add2"), name)
+    return builder.child(module, "act2", builder.add(conv_bn(2, y), y, _path(name, "add2")), name)
 
 
 @emits(IRNetBlock)
@@ -288,7 +293,7 @@ def _irnet_block(builder, module, node, name):
         if index == 1:
             y = builder.child(module, "act1", y, name)
     shortcut = builder.child(module, "shortcut", node, name)
-    return builder.child(module, "act2", builder.add(y, shortcut, f"{name}.add"), name)
+    return builder.child(module, "act2", builder.add(y, shortcut, _path(name, "add")), name)
 
 
 @emits(BiRealImageNetBlock)
@@ -296,7 +301,7 @@ def _bireal_imagenet_block(builder, module, node, name):
     """``PReLU(BN(binary conv(x)) + downsample(x))``."""
     y = builder.child(module, "bn", builder.child(module, "conv", node, name), name)
     shortcut = builder.child(module, "downsample", node, name)
-    return builder.child(module, "act", builder.add(y, shortcut, f"{name}.add"), name)
+    return builder.child(module, "act", builder.add(y, shortcut, _path(name, "add")), name)
 
 
 @emits(BasicBlock)
@@ -306,14 +311,15 @@ def _he_block(builder, module, node, name):
         module, "bn1", builder.child(module, "conv1", node, name), name), name)
     y = builder.child(module, "bn2", builder.child(module, "conv2", y, name), name)
     shortcut = builder.child(module, "shortcut", node, name)
-    return builder.child(module, "relu", builder.add(y, shortcut, f"{name}.add"), name)
+    return builder.child(module, "relu", builder.add(y, shortcut, _path(name, "add")), name)
 
 
 @emits(HeResNet)
 def _he_resnet(builder, module, node, name):
     for part in ("stem", "stages", "pool"):
         node = builder.child(module, part, node, name)
-    return builder.child(module, "classifier", _flatten(builder, node, f"{name}.flatten"), name)
+    node = _flatten(builder, node, _path(name, "flatten"))
+    return builder.child(module, "classifier", node, name)
 
 
 @emits(CIRec)
@@ -321,14 +327,14 @@ def _cirec(builder, module, node, name):
     """Eq. 14-16: the 1x1 reduction, the group conv on it, both concatenated (cut to C_n)."""
     channel = builder.child(module, "channel", node, name)
     spatial = builder.child(module, "spatial", channel, name)
-    fused = builder.ops.concat([channel, spatial], 1, name=f"{name}.concat")
+    fused = builder.ops.concat([channel, spatial], 1, name=_path(name, "concat"))
     width = channel.get_output_partial_shape(0)[1].get_length() + \
         spatial.get_output_partial_shape(0)[1].get_length()
     if width == module.out_channels:
         return fused
     return builder.ops.slice(fused, np.array([0], np.int64),
                              np.array([module.out_channels], np.int64), np.array([1], np.int64),
-                             np.array([1], np.int64), name=f"{name}.cut")
+                             np.array([1], np.int64), name=_path(name, "cut"))
 
 
 def _recovery(builder: GraphBuilder, module: InformationRecovery, taps: list, last,
@@ -337,28 +343,27 @@ def _recovery(builder: GraphBuilder, module: InformationRecovery, taps: list, la
     it, then fused (Eq. 13, or 14-16)."""
     size = _spatial_size(last)
     pooled = [tap if _spatial_size(tap) == size
-              else _adaptive_average(builder, tap, size, f"{name}.pool{index}")
+              else _adaptive_average(builder, tap, size, _path(name, f"pool{index}"))
               for index, tap in enumerate(taps)]
-    joined = builder.ops.concat([*pooled, last], 1, name=f"{name}.concat")
+    joined = builder.ops.concat([*pooled, last], 1, name=_path(name, "concat"))
     return builder.child(module, "fusion", joined, name)
 
 
 @emits(IR2NetClassifier)
 def _ir2net_classifier(builder, module, node, name):
     """Backbone (taps kept for recovery) -> IRec/CIRec -> pooling -> head."""
-    prefix = f"{name}." if name else ""
-    backbone = module.backbone
-    node = builder(backbone.stem, node, f"{prefix}backbone.stem")
+    backbone = _path(name, "backbone")
+    node = builder.child(module.backbone, "stem", node, backbone)
     found = {"stem": node}
-    for stage_name, stage in backbone.stages.items():
-        node = builder(stage, node, f"{prefix}backbone.stages.{stage_name}")
+    for stage_name, stage in module.backbone.stages.items():
+        node = builder(stage, node, _path(_path(backbone, "stages"), stage_name))
         found[stage_name] = node
     if module.recovery is not None:
         node = _recovery(builder, module.recovery, [found[tap] for tap in module.tap_names],
-                         node, f"{prefix}recovery")
-    node = _flatten(builder, builder(module.pool, node, f"{prefix}pool"), f"{prefix}flatten")
-    node = builder(module.head_norm, node, f"{prefix}head_norm")
-    return builder(module.classifier, node, f"{prefix}classifier")
+                         node, _path(name, "recovery"))
+    node = _flatten(builder, builder.child(module, "pool", node, name), _path(name, "flatten"))
+    node = builder.child(module, "head_norm", node, name)
+    return builder.child(module, "classifier", node, name)
 
 
 def binary_layer_count(model: nn.Module) -> int:

@@ -119,6 +119,21 @@ def test_a_layer_without_an_emitter_is_named():
         to_openvino(model, (3, 32, 32))
 
 
+def test_nodes_are_named_after_their_modules_paths():
+    """Node names are module paths (what the per-layer counters report and the latency
+    breakdown sorts by), from the top-level model down, without a leading dot."""
+    def names(model):
+        return {op.get_friendly_name() for op in to_openvino(model.eval(), (3, 32, 32))
+                .get_ordered_ops()}
+
+    ir2net = names(build("resnet20_bireal", "table2_resnet20"))
+    assert {"backbone.stem.0", "backbone.stages.layer1.0.conv1", "recovery.fusion.channel.0",
+            "classifier", "logits"} <= ir2net
+    calibration = names(create_model("resnet20"))
+    assert {"stem.0", "stages.0.0.conv1", "classifier"} <= calibration
+    assert not any(name.startswith(".") for name in ir2net | calibration)
+
+
 def test_training_mode_is_refused():
     with pytest.raises(EngineError, match="eval mode"):
         to_openvino(create_model("resnet20_bireal"), (3, 32, 32))
