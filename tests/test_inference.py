@@ -14,16 +14,9 @@ from ir2net.training import TrainingStopped, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-SYNTH = ["data.dataset=synthetic", "data.synthetic.train_size=64", "data.synthetic.test_size=40",
-         "data.synthetic.image_size=16", "train.batch_size=16", "eval.batch_size=16",
-         "train.epochs=2", "progress=false"]
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("run")
-    metrics = run(load_config("cifar10_resnet20_bireal", SYNTH), folder)
-    return folder, metrics
+def trained(tiny_trained_run):
+    return tiny_trained_run
 
 
 def test_evaluate_gives_the_recorded_final_score(trained, capsys):
@@ -115,10 +108,11 @@ def test_ires_coverage_of_both_attention_sources_from_one_pass(trained, tmp_path
     assert grid[1]["onset"] != grid[0]["onset"]  # a different map
 
 
-def test_ires_coverage_reads_a_run_that_is_still_training(tmp_path, capsys):
+def test_ires_coverage_reads_a_run_that_is_still_training(tmp_path, capsys, tiny_run_settings):
     folder = tmp_path / "training"
     with pytest.raises(TrainingStopped):  # one step, then the budget is spent
-        run(load_config("cifar10_resnet20_bireal", SYNTH + ["train.stop_after=0.000001s"]),
+        run(load_config("cifar10_resnet20_bireal",
+                        tiny_run_settings + ["train.stop_after=0.000001s"]),
             folder)
     assert not (folder / "model.pt").exists()
     assert main(["ires-coverage", str(folder), "--lam", "0.15", "1"]) == 0

@@ -20,12 +20,10 @@ from torch import nn
 ov = pytest.importorskip("openvino", reason="OpenVINO is the optional extra .[deploy]")
 
 from ir2net.cli import main  # noqa: E402
-from ir2net.config import load_config  # noqa: E402
 from ir2net.models import create_model, model_info  # noqa: E402
 from ir2net.openvino_engine import EngineError, binary_primitives, compile_for_cpu  # noqa: E402
 from ir2net.openvino_export import binary_layer_count, save_openvino, to_openvino  # noqa: E402
 from ir2net.recovery import recovery_preset  # noqa: E402
-from ir2net.training import run  # noqa: E402
 
 BACKBONES = [
     ("resnet20_bireal", None), ("resnet20_bireal", "table2_resnet20"),
@@ -139,16 +137,9 @@ def test_training_mode_is_refused():
         to_openvino(create_model("resnet20_bireal"), (3, 32, 32))
 
 
-SYNTH = ["data.dataset=synthetic", "data.synthetic.train_size=64", "data.synthetic.test_size=40",
-         "data.synthetic.image_size=16", "train.batch_size=16", "eval.batch_size=16",
-         "train.epochs=1", "progress=false"]
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("run")
-    run(load_config("cifar10_resnet20_bireal", SYNTH), folder)
-    return folder
+def trained(tiny_trained_run):
+    return tiny_trained_run[0]
 
 
 def test_export_and_evaluate_on_openvino_from_the_command_line(trained, tmp_path, capsys):
