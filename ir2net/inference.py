@@ -83,11 +83,12 @@ def input_size(config: dict) -> tuple[int, int, int]:
 
 def score(target: str | Path, *, config: Optional[str | Path] = None,
           data_root: Optional[str | Path] = None, device: str = "cpu",
-          split: str = "test", engine: str = "pytorch") -> dict:
+          split: str = "test", engine: str = "pytorch", per_image: bool = False) -> dict:
     """Top-1, top-5, loss and the number of images scored on the run's test set, or with
     ``split="train"`` on its training images without augmentation (how well it fits them).
     ``engine="openvino"``: through the OpenVINO graph of ``export(fmt="openvino")`` on the
-    CPU, beside PyTorch on the same images (:func:`_score_on_openvino`)."""
+    CPU, beside PyTorch on the same images (:func:`_score_on_openvino`).  ``per_image``
+    (PyTorch): also each image's top-1 class and label, in the test set's order."""
     from .data import build_test_data
     from .training import evaluate, resolve_device
 
@@ -95,13 +96,17 @@ def score(target: str | Path, *, config: Optional[str | Path] = None,
         raise ConfigError(f"unknown engine {engine!r}; choose {', '.join(ENGINES)}")
     if engine == "openvino" and device != "cpu":
         raise ConfigError("the OpenVINO engine runs on the CPU: leave --device at cpu")
+    if engine == "openvino" and per_image:
+        raise ConfigError("per-image predictions come from the PyTorch engine: drop --per-image "
+                          "or --engine openvino")
     overrides = (f"data.root={data_root}",) if data_root else ()
     trained = load_trained(target, config=config, overrides=overrides, device=device)
     batches, _ = build_test_data(trained.config, resolve_device(device), split)
     if engine == "openvino":
         result = _score_on_openvino(trained, batches)
     else:
-        result = evaluate(trained.model, batches, trained.config["train"]["mixed_precision"])
+        result = evaluate(trained.model, batches, trained.config["train"]["mixed_precision"],
+                          per_image=per_image)
     return {**result, "split": split, "weights": str(trained.weights), "device": device,
             "engine": engine, "torch_threads": torch.get_num_threads()}
 

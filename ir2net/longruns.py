@@ -41,6 +41,11 @@ PLAN = "plan.yaml"
 COVERAGE = "ires_coverage.json"  # what IRes's mask would remove on the run's weights
 #: the final weights scored on the test set through OpenVINO's binary kernel, beside PyTorch
 OPENVINO_EVALUATION = "openvino_evaluation.json"
+#: the final weights' top-1 class for every test image (``ir2net evaluate --per-image``)
+TEST_PREDICTIONS = "test_predictions.json"
+#: records committed beside a run's progress, by the key ``read_progress`` gives them
+RUN_RECORDS = {"ires_coverage": COVERAGE, "openvino_evaluation": OPENVINO_EVALUATION,
+               "test_predictions": TEST_PREDICTIONS}
 
 
 @dataclass
@@ -177,10 +182,10 @@ def write_progress(run: LongRun) -> Optional[Path]:
 def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
     """Every planned run with its committed ``progress.json`` (``state: not started`` when it
     has none): what the tables and the report show, read without loading a checkpoint.  A
-    Figure 7 point carries its ``same_as``; a run with a committed ``ires_coverage.json``
-    (``ir2net ires-coverage --out``) carries it as ``ires_coverage``, and one with a committed
-    ``openvino_evaluation.json`` (``ir2net evaluate --engine openvino --json``) as
-    ``openvino_evaluation``."""
+    Figure 7 point carries its ``same_as``; a run carries each of its committed
+    :data:`RUN_RECORDS` under its key: ``ires_coverage.json`` (``ir2net ires-coverage
+    --out``), ``openvino_evaluation.json`` (``ir2net evaluate --engine openvino --out``) and
+    ``test_predictions.json`` (``ir2net evaluate --per-image --out``)."""
     plan = load_plan(folder)
     rows = []
     for run in plan.runs:
@@ -193,11 +198,9 @@ def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
         rows[-1]["rows"] = run.rows  # the plan says which rows a run fills, now
         if run.same_as is not None:
             rows[-1]["same_as"] = run.same_as
-        if (run.folder / COVERAGE).is_file():
-            rows[-1]["ires_coverage"] = json.loads((run.folder / COVERAGE).read_text())
-        if (run.folder / OPENVINO_EVALUATION).is_file():
-            rows[-1]["openvino_evaluation"] = json.loads(
-                (run.folder / OPENVINO_EVALUATION).read_text())
+        for key, name in RUN_RECORDS.items():
+            if (run.folder / name).is_file():
+                rows[-1][key] = json.loads((run.folder / name).read_text())
     return rows
 
 

@@ -390,11 +390,16 @@ def topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, mixed_precision: str = "none",
-             context: Distributed = Distributed()) -> dict:
+             context: Distributed = Distributed(), per_image: bool = False) -> dict:
     """Top-1/top-5 accuracy and loss over every test image (no batch is dropped), in the
     precision the model was trained in.  Data-parallel, each rank scores its part of the
-    test set and the counts are summed: every image is scored exactly once."""
+    test set and the counts are summed: every image is scored exactly once.  ``per_image``
+    (one process only) adds each image's top-1 class and label, in the test set's order:
+    what a paired comparison of two models on the same images needs."""
+    if per_image and context.enabled:
+        raise ValueError("per-image predictions are collected in one process only")
     model.eval()
+    predicted, truth = [], []
     device = next(model.parameters()).device
     top1 = torch.zeros((), device=device, dtype=torch.int64)
     top5 = torch.zeros((), device=device, dtype=torch.int64)
@@ -409,12 +414,18 @@ def evaluate(model: nn.Module, batches, mixed_precision: str = "none",
         top1 += batch_top1
         top5 += batch_top5
         count += labels.numel()
+        if per_image:
+            predicted.append(logits.argmax(1).cpu())
+            truth.append(labels.cpu())
     if context.enabled:
         top1, top5, count, loss_sum = (context.sum(top1), context.sum(top5), context.sum(count),
                                        context.sum(loss_sum))
     count = int(count.item())
-    return {"top1": 100.0 * top1.item() / count, "top5": 100.0 * top5.item() / count,
-            "loss": loss_sum.item() / count, "images": count}
+    scores = {"top1": 100.0 * top1.item() / count, "top5": 100.0 * top5.item() / count,
+              "loss": loss_sum.item() / count, "images": count}
+    if per_image:
+        scores.update(predictions=torch.cat(predicted).tolist(), labels=torch.cat(truth).tolist())
+    return scores
 
 
 # ----------------------------------------------------------------------------- a whole run

@@ -159,3 +159,61 @@ def test_figure_7_draws_complete_and_derived_points_and_skips_the_rest(tmp_path)
     plan = {"profile": "test", "runs": []}
     assert [path.name for path in figure7(plan, {}, tmp_path, progress)] == ["fig7.png",
                                                                              "fig7.pdf"]
+
+
+def test_mcnemar_exact_p_is_the_doubled_binomial_tail():
+    from ir2net.reporting.paired import mcnemar_exact_p
+
+    assert mcnemar_exact_p(0, 6) == pytest.approx(2 / 64)          # 2 * (1/2)^6
+    assert mcnemar_exact_p(6, 0) == mcnemar_exact_p(0, 6)
+    assert mcnemar_exact_p(1, 4) == pytest.approx(2 * (1 + 5) / 32)  # 2 * P(X <= 1), X ~ B(5, 1/2)
+    assert mcnemar_exact_p(3, 3) == 1.0 and mcnemar_exact_p(0, 0) == 1.0
+    assert 0 < mcnemar_exact_p(814, 596) < 1e-8                      # no float underflow at 1,410
+
+
+def test_a_paired_comparison_counts_the_images_only_one_model_gets_right():
+    from ir2net.reporting.paired import paired_comparison
+
+    labels = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    first = [0, 1, 2, 3, 4, 5, 0, 0, 0, 0]      # right on 6
+    second = [0, 1, 2, 0, 0, 0, 6, 0, 0, 0]     # right on 4: 3 both, 3 only first, 1 only second
+    result = paired_comparison(first, second, labels)
+    assert (result["both_right"], result["only_first"], result["only_second"],
+            result["neither"]) == (3, 3, 1, 3)
+    assert result["difference"] == pytest.approx(result["first_top1"] - result["second_top1"])
+    assert result["difference"] == pytest.approx(20.0)
+    # per-image differences: three +1, one -1, six 0: mean 0.2, variance 0.4 - 0.04
+    half_width = 1.959963984540054 * (0.36 / 10) ** 0.5 * 100
+    assert result["ci_low"] == pytest.approx(20.0 - half_width)
+    assert result["ci_high"] == pytest.approx(20.0 + half_width)
+    assert result["p_value"] == pytest.approx(2 * (1 + 4) / 16)
+    with pytest.raises(ValueError, match="same images"):
+        paired_comparison(first, second[:-1], labels)
+
+
+def predictions_entry(run, rows, predictions, labels, state="complete", weights="model.pt"):
+    return {**entry(run, rows, 80.0, state),
+            "test_predictions": {"predictions": predictions, "labels": labels,
+                                 "weights": f"results/longruns/{run}/{weights}"}}
+
+
+def test_the_paired_table_pairs_each_complete_run_with_its_seeds_baseline():
+    from ir2net.reporting.paired import paired_paragraph, paired_table
+
+    labels = [0, 1, 2, 3]
+    progress = [predictions_entry("b-s0", BASELINE, [0, 1, 0, 0], labels),
+                predictions_entry("i-s0", IR2NET, [0, 1, 2, 3], labels),
+                predictions_entry("i-s1", IR2NET, [0, 1, 2, 3], labels),          # no Baseline s1
+                predictions_entry("f-s0", {"table1": "FP"}, [0, 0, 0, 0], labels, "training"),
+                predictions_entry("c-s0", {"table1": "CIRec"}, [0, 0, 0, 0], labels,
+                                  weights="checkpoint/last.pt")]                 # not final
+    table = paired_table(progress)
+    assert list(table["run"]) == ["i-s0"]                   # one row although IR²Net fills two
+    row = table.iloc[0]
+    assert (row["only_first"], row["only_second"], row["difference"]) == (2, 0, 50.0)
+    assert row["paper_difference"] == pytest.approx(paper("IRes+CIRec") - paper("Baseline"))
+    assert "2 of the 4 test images right that the Baseline misses" in paired_paragraph(table)
+    progress[1]["test_predictions"]["labels"] = [0, 1, 2, 4]
+    with pytest.raises(ValueError, match="different test images"):
+        paired_table(progress)
+    assert "No two complete runs" in paired_paragraph(paired_table(progress[2:]))

@@ -14,6 +14,8 @@ from ir2net.training import TrainingStopped, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_trained_run):
     return tiny_trained_run
@@ -28,6 +30,22 @@ def test_evaluate_gives_the_recorded_final_score(trained, capsys):
     # a bare model.pt with its config named
     again = score(folder / "model.pt", config=folder / "config.yaml")
     assert again["top1"] == metrics["final"]["top1"]
+
+
+def test_evaluate_records_each_images_prediction(trained, tmp_path, capsys):
+    """--per-image: the top-1 class and label of every test image, in the test set's order,
+    which add up to the run's own score (what the paired comparison of two runs reads)."""
+    folder, metrics = trained
+    out = tmp_path / "test_predictions.json"
+    assert main(["evaluate", str(folder), "--per-image", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert len(record["predictions"]) == len(record["labels"]) == metrics["final"]["images"]
+    right = sum(p == y for p, y in zip(record["predictions"], record["labels"]))
+    assert 100.0 * right / len(record["labels"]) == pytest.approx(metrics["final"]["top1"])
+    assert record["weights"].endswith("model.pt") and "provenance" in record
+    assert main(["evaluate", str(folder), "--per-image"]) == 2  # where would they go?
+    assert "--per-image writes each image's prediction into the --out record" in \
+        capsys.readouterr().err
 
 
 def test_evaluate_scores_the_training_images_without_augmentation(trained, capsys):
@@ -136,7 +154,11 @@ def test_committed_weights_score_what_was_recorded(folder):
         pytest.skip("no published-schedule run has finished yet (results/longruns)")
     recorded = json.loads((folder / "cpu_evaluation.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
-    result = score(folder, data_root=SHARED_CIFAR, device="cpu")
+    result = score(folder, data_root=SHARED_CIFAR, device="cpu", per_image=True)
     assert result["images"] == recorded["images"] == 10_000
     assert result["top1"] == recorded["top1"] and result["top5"] == recorded["top5"]
     assert abs(result["top1"] - metrics["final"]["top1"]) <= 0.1  # the training device's score
+    if (folder / "test_predictions.json").is_file():      # the report's paired comparison
+        per_image = json.loads((folder / "test_predictions.json").read_text())
+        assert result["labels"] == per_image["labels"]
+        assert result["predictions"] == per_image["predictions"]

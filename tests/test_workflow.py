@@ -422,3 +422,13 @@ def test_the_complexity_tables_need_no_training_run():
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts == {"complexity_tables": 1, "total": 1}
+
+
+def test_the_tables_depend_on_every_committed_run_record():
+    """The tables job lists a long run's records as inputs (so a new one re-renders); the
+    workflow names them itself because ir2net.longruns imports torch, which parsing must not."""
+    from ir2net.longruns import RUN_RECORDS
+
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    for name in RUN_RECORDS.values():
+        assert f'"{name}"' in common, name

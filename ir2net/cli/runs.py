@@ -168,11 +168,15 @@ def add_calibrate(sub) -> None:
 
 
 def evaluate(args) -> int:
+    from ..config import ConfigError
     from ..inference import score
 
+    if args.per_image and not (args.out or args.json):
+        raise ConfigError("--per-image writes each image's prediction into the --out record "
+                          "(or --json): give one")
     set_threads(args.threads)
     result = score(args.target, config=args.config, data_root=args.data_root, device=args.device,
-                   split=args.split, engine=args.engine)
+                   split=args.split, engine=args.engine, per_image=args.per_image)
     if args.out:
         from ..artifacts import write_json
         from ..provenance import collect
@@ -213,6 +217,10 @@ def add_evaluate(sub) -> None:
     parser.add_argument("--out", help="also write the result, with the machine, the versions "
                                       "and the commit, to this JSON file (e.g. a long run's "
                                       "openvino_evaluation.json, which the report reads)")
+    parser.add_argument("--per-image", action="store_true",
+                        help="also record each image's top-1 class and label, in the test "
+                             "set's order (a long run's test_predictions.json: the report "
+                             "compares two runs image by image)")
     parser.set_defaults(func=evaluate)
 
 

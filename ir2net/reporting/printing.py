@@ -24,11 +24,16 @@ CAPTIONS = {
                  "authors report it (selected on the test set); final is the last epoch's",
     "calibration": "Data calibration: the real-valued ResNet-20 of He et al. with the recipe of "
                    "akamaster/pytorch_resnet_cifar10 (200 epochs) on this copy of CIFAR-10, "
-                   "against that recipe's canonical figure; the shortfall is filled once the run "
-                   "is complete",
+                   "against that recipe's canonical figure; the shortfall is given for a complete "
+                   "run only",
     "gap": "Where the distance to the paper goes, per published-schedule row: ours (best epoch, "
            "mean ± std over the completed seeds), the gap to the paper, the data's estimated "
            "share (the calibration's shortfall) and the remainder (method, harness and chance)",
+    "paired": "Each complete published-schedule run against the Baseline of its seed, image "
+              "by image on the 10,000 CIFAR-10 test images (JPEG copy), final weights of both: "
+              "the images only one of them gets right, the difference with its 95 % interval "
+              "from the test set's sampling alone, and McNemar's exact p; "
+              "`ir2net evaluate --per-image`",
     "matched": "The published-schedule runs against the Baseline at matched epochs: mean test "
                "(and train, under augmentation) top-1 % over each 50 epochs a run has trained, "
                "the Baseline's over the very same epochs, and the difference beside the "
@@ -145,6 +150,16 @@ PRINTED = {
             Column("data_share", "Data (est.)", _signed, True),
             Column("remainder", "Remainder (est.)", _signed, True),
             Column("split", "Note")],
+    "paired": [Column("method", "Method"), Column("seed", "Seed", _plain, True),
+               Column("images", "Images", _formatted(","), True),
+               Column("only_first", "Only it right", _formatted(","), True),
+               Column("only_second", "Only Baseline right", _formatted(","), True),
+               _acc("first_top1", "Top-1", False), _acc("second_top1", "Baseline top-1", False),
+               Column("difference", "Difference", _signed, True),
+               Column("ci_low", "95 % from", _signed, True),
+               Column("ci_high", "95 % to", _signed, True),
+               Column("p_value", "McNemar p", _formatted(".2g"), True),
+               Column("paper_difference", "Paper's difference", _signed, True)],
     "matched": [Column("method", "Method"), Column("epochs", "Epochs"),
                 _acc("test_top1", "Test", False),
                 _acc("baseline_test_top1", "Baseline test", False),

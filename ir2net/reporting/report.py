@@ -19,6 +19,7 @@ from .. import artifacts
 from .records import load_records
 from .complexity_tables import table2_paragraph
 from .evidence import gap_paragraph
+from .paired import paired_paragraph
 from .ires_evidence import IRES_READING
 from .latency_tables import latency_paragraph, read_latency
 from .printing import CAPTIONS, to_markdown
@@ -153,6 +154,8 @@ def write_report(records_dir: str | Path, tables_dir: str | Path, figures_dir: s
         if name == "gap" and (tables_dir / "gap.csv").is_file():
             lines += [gap_paragraph(pd.read_csv(tables_dir / "calibration.csv"),
                                     pd.read_csv(tables_dir / "gap.csv")), ""]
+        if name == "paired" and (tables_dir / "paired.csv").is_file():
+            lines += [paired_paragraph(pd.read_csv(tables_dir / "paired.csv")), ""]
     images = []
     for title, file_name in FIGURES:
         if (figures_dir / file_name).is_file():

@@ -1,6 +1,6 @@
 """Every table the project renders, by name, in the order the report shows them: the
 published-schedule tables (:mod:`.longrun_tables`, :mod:`.evidence`, :mod:`.ires_evidence`,
-:mod:`.run_tables`), the paper's Tables I-VI (:mod:`.paper_tables`) and the measured latency
+:mod:`.paired`, :mod:`.run_tables`), the paper's Tables I-VI (:mod:`.paper_tables`) and the measured latency
 (:mod:`.latency_tables`).  Each is built once as
 a pandas frame with every column and printed by :mod:`.printing`."""
 from __future__ import annotations
@@ -13,16 +13,17 @@ from .evidence import calibration_table, gap_table
 from .ires_evidence import coverage_table
 from .latency_tables import latency_layers_table, latency_table
 from .longrun_tables import engine_table, matched_epochs_table, published_table
+from .paired import paired_table
 from .paper_tables import complexity_tables, profile_tables
 from .run_tables import segments_table
 
 __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "build_tables",
            "accuracy_tables", "latency_tables"]
 
-ACCURACY_TABLES = ("published", "calibration", "gap", "matched", "coverage", "segments", "table1",
+ACCURACY_TABLES = ("published", "calibration", "gap", "paired", "matched", "coverage", "segments", "table1",
                    "table3", "table4", "engine")
 COMPLEXITY_TABLES = ("table2", "table5", "table6")
-TABLE_NAMES = ("published", "calibration", "gap", "matched", "coverage", "segments", "table1",
+TABLE_NAMES = ("published", "calibration", "gap", "paired", "matched", "coverage", "segments", "table1",
                "table2", "table3", "table4", "table5", "table6", "engine", "latency",
                "latency_layers")
 
@@ -36,6 +37,7 @@ def accuracy_tables(plan: dict, records: dict,
         tables["published"] = published_table(longruns)
         tables["calibration"] = calibration_table(longruns)
         tables["gap"] = gap_table(longruns)
+        tables["paired"] = paired_table(longruns)
         tables["matched"] = matched_epochs_table(longruns)
         tables["coverage"] = coverage_table(longruns)
         tables["segments"] = segments_table(longruns)

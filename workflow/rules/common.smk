@@ -162,7 +162,7 @@ def table1_weights():
 
 LONGRUNS = config["longruns_dir"]
 WITH_LONGRUNS = bool(LONGRUNS) and Path(LONGRUNS, "plan.yaml").is_file()
-ACCURACY_TABLES = ((["published", "calibration", "gap", "matched", "coverage", "segments"]
+ACCURACY_TABLES = ((["published", "calibration", "gap", "paired", "matched", "coverage", "segments"]
                     if WITH_LONGRUNS else [])
                    + ["table1", "table3", "table4"] + (["engine"] if WITH_LONGRUNS else []))
 # Table VI's measured latency: an `ir2net latency` record (config latency_json; the committed
@@ -194,6 +194,7 @@ def longrun_progress():
     """The committed progress of the published-schedule runs (an input of the tables)."""
     if not WITH_LONGRUNS:
         return []
+    # progress.json and ir2net.longruns.RUN_RECORDS (which imports torch; parsing must not)
     return sorted(str(path) for name in ("progress.json", "ires_coverage.json",
-                                         "openvino_evaluation.json")
+                                         "openvino_evaluation.json", "test_predictions.json")
                   for path in Path(LONGRUNS).glob(f"*/{name}")) + [f"{LONGRUNS}/plan.yaml"]
