@@ -1,8 +1,8 @@
 """Every table the project renders, by name, in the order the report shows them: the
-published-schedule tables (:mod:`.longrun_tables`, :mod:`.evidence`, :mod:`.ires_evidence`,
-:mod:`.paired`, :mod:`.run_tables`), the paper's Tables I-VI (:mod:`.paper_tables`) and the measured latency
-(:mod:`.latency_tables`).  Each is built once as
-a pandas frame with every column and printed by :mod:`.printing`."""
+published-schedule tables (:mod:`.longrun_tables`, :mod:`.evidence`, :mod:`.paired`,
+:mod:`.ires_evidence`, :mod:`.run_tables`), the paper's Tables I-VI (:mod:`.paper_tables`)
+and the measured latency (:mod:`.latency_tables`).  Each is built once as a pandas frame with
+every column and printed by :mod:`.printing`."""
 from __future__ import annotations
 
 from typing import Optional
@@ -20,11 +20,11 @@ from .run_tables import segments_table
 __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "build_tables",
            "accuracy_tables", "latency_tables"]
 
-ACCURACY_TABLES = ("published", "calibration", "gap", "paired", "matched", "coverage", "segments", "table1",
-                   "table3", "table4", "engine")
+ACCURACY_TABLES = ("published", "calibration", "gap", "paired", "matched", "coverage", "segments",
+                   "table1", "table3", "table4", "engine")
 COMPLEXITY_TABLES = ("table2", "table5", "table6")
-TABLE_NAMES = ("published", "calibration", "gap", "paired", "matched", "coverage", "segments", "table1",
-               "table2", "table3", "table4", "table5", "table6", "engine", "latency",
+TABLE_NAMES = ("published", "calibration", "gap", "paired", "matched", "coverage", "segments",
+               "table1", "table2", "table3", "table4", "table5", "table6", "engine", "latency",
                "latency_layers")
 
 

@@ -162,8 +162,8 @@ def table1_weights():
 
 LONGRUNS = config["longruns_dir"]
 WITH_LONGRUNS = bool(LONGRUNS) and Path(LONGRUNS, "plan.yaml").is_file()
-ACCURACY_TABLES = ((["published", "calibration", "gap", "paired", "matched", "coverage", "segments"]
-                    if WITH_LONGRUNS else [])
+ACCURACY_TABLES = ((["published", "calibration", "gap", "paired", "matched", "coverage",
+                     "segments"] if WITH_LONGRUNS else [])
                    + ["table1", "table3", "table4"] + (["engine"] if WITH_LONGRUNS else []))
 # Table VI's measured latency: an `ir2net latency` record (config latency_json; the committed
 # one by default, or the `latency` rule's own measurement when pointed at it)
