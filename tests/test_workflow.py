@@ -213,6 +213,7 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path):
     from ir2net.longruns import read_progress
     from ir2net.reporting import build_tables, load_records, write_tables
     from ir2net.reporting.latency_tables import read_latency
+    from ir2net.table_names import TABLE_NAMES, accuracy_table_names, complexity_table_names
 
     config, records = load_records(RECORDS)
     write_tables(build_tables(config, records, read_progress(ROOT / "results/longruns"),
@@ -221,6 +222,10 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path):
     for path in sorted(tmp_path.iterdir()):
         assert filecmp.cmp(path, committed / path.name, shallow=False), \
             f"{committed / path.name} differs from what the committed records give"
+    # the tables the workflow names as the render's outputs are exactly the written ones
+    named = accuracy_table_names(with_longruns=True) + complexity_table_names(with_latency=True)
+    assert sorted(path.stem for path in tmp_path.glob("*.csv")) == sorted(named)
+    assert sorted(TABLE_NAMES) == sorted(named)
 
 
 @pytest.mark.skipif(not RECORDS.is_dir(), reason="no committed run records")

@@ -2,7 +2,8 @@
 published-schedule tables (:mod:`.longrun_tables`, :mod:`.evidence`, :mod:`.paired`,
 :mod:`.ires_evidence`, :mod:`.run_tables`), the paper's Tables I-VI (:mod:`.paper_tables`)
 and the measured latency (:mod:`.latency_tables`).  Each is built once as a pandas frame with
-every column and printed by :mod:`.printing`."""
+every column and printed by :mod:`.printing`.  Their names live in
+:mod:`ir2net.table_names`, which the workflow reads without importing torch."""
 from __future__ import annotations
 
 from typing import Optional
@@ -16,16 +17,11 @@ from .longrun_tables import engine_table, matched_epochs_table, published_table
 from .paired import paired_table
 from .paper_tables import complexity_tables, profile_tables
 from .run_tables import segments_table
+from ..table_names import ACCURACY_TABLES, COMPLEXITY_TABLES, TABLE_NAMES
 
 __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "build_tables",
            "accuracy_tables", "latency_tables"]
 
-ACCURACY_TABLES = ("published", "calibration", "gap", "paired", "matched", "coverage", "segments",
-                   "table1", "table3", "table4", "engine")
-COMPLEXITY_TABLES = ("table2", "table5", "table6")
-TABLE_NAMES = ("published", "calibration", "gap", "paired", "matched", "coverage", "segments",
-               "table1", "table2", "table3", "table4", "table5", "table6", "engine", "latency",
-               "latency_layers")
 
 
 def accuracy_tables(plan: dict, records: dict,

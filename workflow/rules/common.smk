@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(workflow.current_basedir).parents[1]))
 from ir2net.experiments import (CALIBRATION_RECIPE, SCHEDULE_GROUPS,  # noqa: E402
                                 TABLE3_BACKBONES, build_runs, data_problems,
                                 derive_imagenet, run_table)
+from ir2net.table_names import accuracy_table_names, complexity_table_names  # noqa: E402
 
 
 if not config:
@@ -162,9 +163,7 @@ def table1_weights():
 
 LONGRUNS = config["longruns_dir"]
 WITH_LONGRUNS = bool(LONGRUNS) and Path(LONGRUNS, "plan.yaml").is_file()
-ACCURACY_TABLES = ((["published", "calibration", "gap", "paired", "matched", "coverage",
-                     "segments"] if WITH_LONGRUNS else [])
-                   + ["table1", "table3", "table4"] + (["engine"] if WITH_LONGRUNS else []))
+ACCURACY_TABLES = list(accuracy_table_names(WITH_LONGRUNS))
 # Table VI's measured latency: an `ir2net latency` record (config latency_json; the committed
 # one by default, or the `latency` rule's own measurement when pointed at it)
 LATENCY_JSON = config["latency_json"]
@@ -175,8 +174,7 @@ if LATENCY_JSON and LATENCY_JSON != LATENCY_MEASURED and not Path(LATENCY_JSON).
     LATENCY_JSON = None
 LATENCY_INPUT = [LATENCY_JSON] if LATENCY_JSON else []
 LATENCY_OPTION = f"--latency {LATENCY_JSON}" if LATENCY_JSON else ""
-COMPLEXITY_TABLES = ["table2", "table5", "table6"] + (["latency", "latency_layers"]
-                                                      if LATENCY_JSON else [])
+COMPLEXITY_TABLES = list(complexity_table_names(bool(LATENCY_JSON)))
 
 
 def table_files(names):
