@@ -215,24 +215,29 @@ def _machine_of(segment: dict) -> str:
                                   f"{hardware.get('torch_threads', '?')} thread(s)"
 
 
-def _hours_left(summary: dict) -> Optional[dict]:
-    """Time to the end at the recent pace (wall time per epoch, evaluations included): the
-    latest segments on the machine that trained the latest one, back to at least
-    :data:`PACE_EPOCHS` epochs, and that machine."""
+def _hours_left(summary: dict) -> list[dict]:
+    """Time to the end at the recent pace (wall time per epoch, evaluations included) on each
+    machine the run has trained on, the latest one first: that machine's latest segments,
+    back to at least :data:`PACE_EPOCHS` epochs.  Empty when the run is not training."""
     segments = summary.get("segments") or []
     if summary.get("state") != "training" or not segments:
-        return None
-    machine = _machine_of(segments[-1])
-    epochs_trained = seconds = 0.0
-    for segment in reversed(segments):
-        if _machine_of(segment) != machine or epochs_trained >= PACE_EPOCHS:
-            break
-        epochs_trained += (segment.get("end_epoch") or 0) - (segment.get("start_epoch") or 0)
-        seconds += segment.get("wall_seconds") or 0.0
-    if epochs_trained <= 0 or not seconds:
-        return None
+        return []
     left = max(summary["epochs"] - segments[-1]["end_epoch"], 0)
-    return {"hours": round(left * seconds / epochs_trained / 3600, 1), "on": machine}
+    machines = list(dict.fromkeys(_machine_of(segment) for segment in reversed(segments)))
+    paces = []
+    for machine in machines:
+        epochs_trained = seconds = 0.0
+        for segment in reversed(segments):
+            if epochs_trained >= PACE_EPOCHS:
+                break
+            if _machine_of(segment) == machine:
+                epochs_trained += (segment.get("end_epoch") or 0) - (segment.get("start_epoch")
+                                                                      or 0)
+                seconds += segment.get("wall_seconds") or 0.0
+        if epochs_trained > 0 and seconds:
+            paces.append({"hours": round(left * seconds / epochs_trained / 3600, 1),
+                          "on": machine})
+    return paces
 
 
 #: A λ point is derived only when it lies this far (relative) below the recorded onset, so

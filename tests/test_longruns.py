@@ -92,7 +92,7 @@ def test_continue_trains_in_segments_and_finishes_into_the_records(tmp_path, cap
     assert main(["longrun", "status", "--folder", str(folder)]) == 0
     status = capsys.readouterr().out
     assert "ir2net: training, epoch 0 of 3, 1 segment(s)" in status
-    assert "h left at the recent pace (" in status
+    assert "; left at the recent pace: about " in status and " h on " in status
 
     assert main(["longrun", "continue", "--folder", str(folder)]) == 0
     run_folder = folder / "ir2net"
@@ -391,9 +391,10 @@ def test_derived_and_pending_points_are_not_trained_and_acting_ones_are(tmp_path
         load_plan(folder)
 
 
-def test_time_left_is_read_off_the_recent_epochs_of_the_latest_machine():
-    """A segment just restarted is mostly start-up: the pace pools the latest segments of the
-    same machine back to PACE_EPOCHS epochs; another machine's segments do not count."""
+def test_time_left_is_read_off_the_recent_epochs_of_each_machine():
+    """A segment just restarted is mostly start-up: each machine's pace pools its latest
+    segments back to PACE_EPOCHS epochs; another machine's segments do not count towards it.
+    The machine that trained last comes first."""
     from ir2net.longruns import _hours_left
 
     cpu = {"hardware": {"cpu": "AMD EPYC", "torch_threads": 1}}
@@ -402,9 +403,13 @@ def test_time_left_is_read_off_the_recent_epochs_of_the_latest_machine():
         {**gpu, "start_epoch": 0.0, "end_epoch": 40.0, "wall_seconds": 100.0},
         {**cpu, "start_epoch": 40.0, "end_epoch": 100.0, "wall_seconds": 9000.0},
         {**cpu, "start_epoch": 100.0, "end_epoch": 100.2, "wall_seconds": 300.0}]}
-    pace = _hours_left(summary)
-    assert pace["on"] == "AMD EPYC, 1 thread(s)"
-    assert pace["hours"] == round(399.8 * 9300.0 / 60.2 / 3600, 1)  # not 399.8 * 1500 s
-    summary["segments"].append({**gpu, "start_epoch": 100.2, "end_epoch": 102.2,
+    cpu_pace, gpu_pace = _hours_left(summary)
+    assert cpu_pace == {"hours": round(399.8 * 9300.0 / 60.2 / 3600, 1),  # not 399.8 * 1500 s
+                        "on": "AMD EPYC, 1 thread(s)"}
+    assert gpu_pace == {"hours": round(399.8 * 2.5 / 3600, 1), "on": "NVIDIA H200"}
+    summary["segments"].append({**gpu, "start_epoch": 100.2, "end_epoch": 110.2,
                                 "wall_seconds": 5.0})
-    assert _hours_left(summary) == {"hours": round(397.8 * 2.5 / 3600, 1), "on": "NVIDIA H200"}
+    assert [pace["on"] for pace in _hours_left(summary)] == ["NVIDIA H200",
+                                                             "AMD EPYC, 1 thread(s)"]
+    assert _hours_left(summary)[0]["hours"] == round(389.8 * 0.5 / 3600, 1)
+    assert _hours_left({**summary, "state": "complete"}) == []

@@ -20,9 +20,8 @@ def _print_status(plan, as_json: bool) -> int:
                  f"{row['segments']} segment(s), {row['wall_hours']:.2f} h")
         scores = ("" if row["final_top1"] is None else
                   f"; top-1 last {row['final_top1']:.2f}%, best {row['best_top1']:.2f}%")
-        pace = row["left_at_recent_pace"]
-        left = "" if pace is None else \
-            f"; about {pace['hours']:.1f} h left at the recent pace ({pace['on']})"
+        paces = [f"{pace['hours']:.1f} h on {pace['on']}" for pace in row["left_at_recent_pace"]]
+        left = f"; left at the recent pace: about {', '.join(paces)}" if paces else ""
         if row["gpu_only"]:
             left += ("; GPU-only" if row["h200_hours"] is None else
                      f"; GPU-only, {row['h200_hours']:.2f} H200-hours for the whole "
