@@ -23,7 +23,6 @@ __all__ = ["TABLE_NAMES", "COMPLEXITY_TABLES", "ACCURACY_TABLES", "build_tables"
            "accuracy_tables", "latency_tables"]
 
 
-
 def accuracy_tables(plan: dict, records: dict,
                     longruns: Optional[list[dict]] = None) -> dict[str, pd.DataFrame]:
     """Tables I, III and IV of a profile's finished runs (``plan``: its run table); with
