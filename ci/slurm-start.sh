@@ -57,7 +57,9 @@ for daemon in slurmctld slurmd; do
     kill "$(cat "$pidfile")"  # restart with this configuration
     for _ in $(seq 20); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
   fi
-  /usr/sbin/$daemon
+  # -c: slurmctld forgets the jobs of an earlier start on this machine (StateSaveLocation),
+  # which would otherwise hold the node ("mix") and keep it from ever being idle
+  if [ "$daemon" = slurmctld ]; then /usr/sbin/slurmctld -c; else /usr/sbin/slurmd; fi
 done
 for _ in $(seq 60); do
   state=$(sinfo -h -o %t 2>/dev/null || true)
@@ -68,5 +70,5 @@ for _ in $(seq 60); do
   sleep 1
 done
 echo "SLURM did not come up; last state: ${state:-none}" >&2
-tail -20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
+tail -n 20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
 exit 1
