@@ -14,23 +14,34 @@ __all__ = ["git_commit", "package_versions", "hardware", "collect"]
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def git_commit() -> dict:
-    """The commit of the checkout the package runs from, and whether it had local changes.
-    ``IR2NET_COMMIT``, when set, names it instead: a copy of a working tree (one sent to a lent
-    GPU machine) may have no ``.git`` or, seen once, a stale one whose HEAD is an older commit."""
+# Paths that running the package changes by design: run records and long-run checkpoints
+# (results/) and the rendered report.  A change there says nothing about the code that ran.
+RECORD_PATHS = ("results", "report")
+
+
+def git_commit(root: Path = _PACKAGE_ROOT) -> dict:
+    """The commit of the checkout the package runs from, and whether its code had local
+    changes: ``dirty`` leaves out :data:`RECORD_PATHS`, which a long run's own segments change
+    (two runs training side by side would otherwise mark each other's records dirty).
+    ``IR2NET_COMMIT``, when set, names the commit instead: a copy of a working tree (one sent to
+    a lent GPU machine) may have no ``.git`` or, seen once, a stale one whose HEAD is an older
+    commit."""
     named = os.environ.get("IR2NET_COMMIT")
     if named:
         return {"commit": named, "dirty": None}
     unknown = {"commit": None, "dirty": None}
 
     def git(*args):
-        return subprocess.run(["git", "-C", str(_PACKAGE_ROOT), *args], capture_output=True,
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
                               text=True, timeout=10)
     try:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return unknown
-        status = git("status", "--porcelain", "--untracked-files=no")
+        code_only = [":(top)"] + [f":(top,exclude){path}" for path in RECORD_PATHS]
+        status = git("status", "--porcelain", "--untracked-files=no", "--", *code_only)
+        if status.returncode != 0:
+            return {"commit": head.stdout.strip(), "dirty": None}
         return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return unknown

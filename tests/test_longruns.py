@@ -239,6 +239,32 @@ def test_segments_name_the_commit_a_copied_tree_was_sent_from(monkeypatch):
         assert provenance.git_commit()["commit"] == head.stdout.strip()
 
 
+def test_a_segment_is_dirty_only_when_the_code_changed(tmp_path, monkeypatch):
+    """Two long runs train side by side and each writes its checkpoint under results/: that
+    must not mark the other's segments as run from uncommitted code; a changed code or config
+    file must."""
+    import subprocess
+
+    from ir2net import provenance
+
+    monkeypatch.delenv("IR2NET_COMMIT", raising=False)
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    git("init", "-q")
+    for name in ("ir2net/training.py", "results/longruns/run/checkpoint.pt", "report/report.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("one\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "state")
+    assert provenance.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "results/longruns/run/checkpoint.pt").write_text("two\n")
+    (tmp_path / "report/report.md").write_text("two\n")
+    assert provenance.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "ir2net/training.py").write_text("two\n")
+    assert provenance.git_commit(tmp_path)["dirty"] is True
+
+
 def test_the_published_rows_name_binary_convolutions_only_for_binary_models():
     """The report says which machine and precision trained each published-schedule row; a
     full-precision run has no binary convolutions, so their dtype must not be named for it."""
