@@ -314,27 +314,40 @@ def test_the_committed_segments_account_for_every_epoch_and_hour():
                                                                        abs=1e-3)
 
 
-def test_matched_epochs_compare_a_run_with_the_baseline_over_the_same_epochs():
-    """A run that has trained 75 epochs is compared with the Baseline over epochs 1-50 and
-    51-75 (not the Baseline's 51-100); without a Baseline there is nothing to match."""
+def test_matched_epochs_compare_a_run_with_its_references_over_the_same_epochs():
+    """A run that has trained 75 epochs is compared with the Baseline of its seed over epochs
+    1-50 and 51-75 (not the Baseline's 51-100); IRes+CIRec also with CIRec (IRes the only
+    difference), over the epochs both have; another seed's Baseline is never used, and without
+    a reference there is nothing to match."""
     from ir2net.reporting.longrun_tables import matched_epochs_table
 
     def history(epochs, test, train):
         return [{"epoch": e, "train_top1": train(e), "test": {"top1": test(e)}}
                 for e in range(1, epochs + 1)]
 
-    baseline = {"run": "base", "rows": {"table1": "Baseline"},
+    baseline = {"run": "base-s0", "rows": {"table1": "Baseline"},
                 "history": history(120, lambda e: float(e), lambda e: 2.0 * e)}
-    ir2net = {"run": "ir2net", "rows": {"table1": "IRes+CIRec", "table3": "ResNet-20|IR²Net*"},
+    other_seed = {"run": "base-s1", "rows": {"table1": "Baseline"},
+                  "history": history(120, lambda e: 1000.0, lambda e: 1000.0)}
+    ir2net = {"run": "ir2net-s0", "rows": {"table1": "IRes+CIRec", "table3": "ResNet-20|IR²Net*"},
               "history": history(75, lambda e: e + 3.0, lambda e: 2.0 * e + 1)}
-    table = matched_epochs_table([baseline, ir2net, {"run": "idle", "state": "not started",
-                                                     "rows": {"table1": "IRes"}}])
-    assert list(table["epochs"]) == ["1-50", "51-75"]
-    assert list(table["epoch_count"]) == [50, 25]
-    assert list(table["baseline_test_top1"]) == [25.5, 63.0]  # mean of 51..75, not 51..100
-    assert list(table["test_top1_difference"]) == [3.0, 3.0]
-    assert list(table["baseline_train_top1"]) == [51.0, 126.0]
-    assert table["paper_difference"].tolist() == pytest.approx([2.0, 2.0])  # 87.2 - 85.2
+    cirec = {"run": "cirec-s0", "rows": {"table1": "CIRec"},
+             "history": history(60, lambda e: e + 1.0, lambda e: 2.0 * e)}
+    table = matched_epochs_table([other_seed, baseline, ir2net, cirec,
+                                  {"run": "idle-s0", "state": "not started",
+                                   "rows": {"table1": "IRes"}}])
+    against_baseline = table[(table["method"] == "IRes+CIRec") & (table["reference"] == "Baseline")]
+    assert list(against_baseline["epochs"]) == ["1-50", "51-75"]
+    assert list(against_baseline["epoch_count"]) == [50, 25]
+    assert list(against_baseline["reference_test_top1"]) == [25.5, 63.0]  # 51..75, not 51..100
+    assert list(against_baseline["test_top1_difference"]) == [3.0, 3.0]
+    assert list(against_baseline["reference_train_top1"]) == [51.0, 126.0]
+    assert against_baseline["paper_difference"].tolist() == pytest.approx([2.0, 2.0])  # 87.2-85.2
+    against_cirec = table[(table["method"] == "IRes+CIRec") & (table["reference"] == "CIRec")]
+    assert list(against_cirec["epochs"]) == ["1-50", "51-60"]  # CIRec has trained 60
+    assert list(against_cirec["test_top1_difference"]) == [2.0, 2.0]
+    assert against_cirec["paper_difference"].tolist() == pytest.approx([0.3, 0.3])  # 87.2-86.9
+    assert set(table["seed"]) == {0} and set(table["method"]) == {"IRes+CIRec", "CIRec"}
     assert matched_epochs_table([ir2net]).empty
 
 

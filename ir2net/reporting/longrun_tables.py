@@ -1,5 +1,5 @@
 """Published-schedule tables (results/longruns): each Table I / III row at the paper's own
-schedule beside the paper's figure, each run against the Baseline at matched epochs, and the
+schedule beside the paper's figure, each run against its reference runs at matched epochs, and the
 final weights scored through a real binary engine (OpenVINO) beside PyTorch.  The
 data calibration and the gap split are in :mod:`.evidence`, IRes's coverage in
 :mod:`.ires_evidence`."""
@@ -12,55 +12,76 @@ from .evidence import PAPER_TABLES, paper_top1, run_state, seed_of
 from .ires_evidence import published_mask_label
 from .run_tables import method_label, segments_hardware
 
-__all__ = ["published_table", "matched_epochs_table", "engine_table", "MATCHED_WINDOW"]
+__all__ = ["published_table", "matched_epochs_table", "matched_references", "engine_table",
+           "MATCHED_WINDOW"]
 
 
 #: epochs per window of the matched-epochs table: ten windows over the 500-epoch schedule
 MATCHED_WINDOW = 50
 
 
+#: the part of a Table I label that names IRes: "IRes+CIRec" is CIRec with IRes added
+IRES_PREFIX = "IRes+"
+
+
+def matched_references(label: str) -> list[str]:
+    """The Table I rows a run of Table I row ``label`` is held against at matched epochs: the
+    Baseline, and for a run with IRes and a recovery (``IRes+CIRec``) the same run without IRes
+    (``CIRec``), the one comparison in which IRes is the only difference."""
+    references = [] if label == "Baseline" else ["Baseline"]
+    if label.startswith(IRES_PREFIX):
+        references.append(label[len(IRES_PREFIX):])
+    return references
+
+
 def matched_epochs_table(progress: list[dict], window: int = MATCHED_WINDOW) -> pd.DataFrame:
-    """Each published-schedule run beside the Baseline over the same epochs, ``window`` at a
-    time: how far ahead or behind a method is while it trains, long before its final epoch.
-    A window the run has only partly trained compares just the epochs it has (column
-    ``epochs``); the paper's difference is its Table I (or III) top-1 minus the Baseline's."""
-    columns = ["method", "run", "epochs", "epoch_count", "test_top1", "baseline_test_top1",
-               "test_top1_difference", "paper_difference", "train_top1", "baseline_train_top1"]
-    baseline = next((entry for entry in progress
-                     if entry.get("rows", {}).get("table1") == "Baseline"), None)
-    if baseline is None or not baseline.get("history"):
-        return pd.DataFrame([], columns=columns)
+    """Each published-schedule run beside a reference run of the same seed over the same
+    epochs, ``window`` at a time: how far ahead or behind a method is while it trains, long
+    before its final epoch.  The references are :func:`matched_references`: the Baseline, and
+    for IRes + a recovery the recovery alone.  A window the run has only partly trained
+    compares just the epochs both runs have (column ``epochs``); the paper's difference is the
+    two rows' difference in its Table I.  Only Table I's runs (ResNet-20, Bi-Real structure)
+    have references: the other backbones have no Baseline of their own."""
+    columns = ["method", "reference", "run", "seed", "epochs", "epoch_count", "test_top1",
+               "reference_test_top1", "test_top1_difference", "paper_difference", "train_top1",
+               "reference_train_top1"]
+    table1_runs = {(entry["rows"]["table1"], seed_of(entry["run"])): entry for entry in progress
+                   if entry.get("history") and entry.get("rows", {}).get("table1")}
     paper = paper_values()
-    base = {record["epoch"]: record for record in baseline["history"]}
-    base_paper = paper_top1(paper, "table1", "Baseline")
     rows = []
-    for entry in progress:
-        if entry is baseline or not entry.get("history"):
-            continue
-        table, row = next(iter(entry["rows"].items()))
-        if table not in PAPER_TABLES:
-            continue
-        reference = paper_top1(paper, table, row)
-        history = [record for record in entry["history"] if record["epoch"] in base]
-        if not history:
-            continue
-        for start in range(1, max(record["epoch"] for record in history) + 1, window):
-            records = [r for r in history if start <= r["epoch"] < start + window]
-            if not records:
-                continue
-            epochs = [r["epoch"] for r in records]
-            test = sum(r["test"]["top1"] for r in records) / len(records)
-            base_test = sum(base[e]["test"]["top1"] for e in epochs) / len(epochs)
-            rows.append({"method": method_label(entry), "run": entry["run"],
-                         "epochs": f"{epochs[0]}-{epochs[-1]}", "epoch_count": len(epochs),
-                         "test_top1": test, "baseline_test_top1": base_test,
-                         "test_top1_difference": test - base_test,
-                         "paper_difference": (None if reference is None or base_paper is None
-                                              else reference - base_paper),
-                         "train_top1": sum(r["train_top1"] for r in records) / len(records),
-                         "baseline_train_top1": sum(base[e]["train_top1"] for e in epochs)
-                         / len(epochs)})
+    for (label, seed), entry in table1_runs.items():
+        for reference_label in matched_references(label):
+            reference = table1_runs.get((reference_label, seed))
+            if reference is not None:
+                rows += _matched_windows(entry, reference, reference_label, window,
+                                         paper_top1(paper, "table1", label),
+                                         paper_top1(paper, "table1", reference_label))
     return pd.DataFrame(rows, columns=columns)
+
+
+def _matched_windows(entry: dict, reference: dict, reference_label: str, window: int,
+                     paper_top: float | None, paper_reference: float | None) -> list[dict]:
+    by_epoch = {record["epoch"]: record for record in reference["history"]}
+    history = [record for record in entry["history"] if record["epoch"] in by_epoch]
+    rows = []
+    for start in range(1, max((record["epoch"] for record in history), default=0) + 1, window):
+        records = [r for r in history if start <= r["epoch"] < start + window]
+        if not records:
+            continue
+        epochs = [r["epoch"] for r in records]
+        test = sum(r["test"]["top1"] for r in records) / len(epochs)
+        reference_test = sum(by_epoch[e]["test"]["top1"] for e in epochs) / len(epochs)
+        rows.append({"method": method_label(entry), "reference": reference_label,
+                     "run": entry["run"], "seed": seed_of(entry["run"]),
+                     "epochs": f"{epochs[0]}-{epochs[-1]}", "epoch_count": len(epochs),
+                     "test_top1": test, "reference_test_top1": reference_test,
+                     "test_top1_difference": test - reference_test,
+                     "paper_difference": (None if paper_top is None or paper_reference is None
+                                          else paper_top - paper_reference),
+                     "train_top1": sum(r["train_top1"] for r in records) / len(epochs),
+                     "reference_train_top1": sum(by_epoch[e]["train_top1"] for e in epochs)
+                     / len(epochs)})
+    return rows
 
 
 def published_table(progress: list[dict]) -> pd.DataFrame:

@@ -34,10 +34,11 @@ CAPTIONS = {
               "the images only one of them gets right, the difference with its 95 % interval "
               "from the test set's sampling alone, and McNemar's exact p; "
               "`ir2net evaluate --per-image`",
-    "matched": "The published-schedule runs against the Baseline at matched epochs: mean test "
-               "(and train, under augmentation) top-1 % over each 50 epochs a run has trained, "
-               "the Baseline's over the very same epochs, and the difference beside the "
-               "paper's (its final scores' difference)",
+    "matched": "The published-schedule runs against their references at matched epochs: each "
+               "run against the Baseline of its seed, and IRes + a recovery against the same "
+               "recovery without IRes (IRes the only difference); mean test (and train, under "
+               "augmentation) top-1 % over each 50 epochs both have trained, and the difference "
+               "beside the paper's (its final scores' difference)",
     "coverage": "What IRes's mask would remove on the weights of the published-schedule runs, "
                 "on the 10,000 CIFAR-10 test images (JPEG copy) in evaluation mode: the onset "
                 "(below it no pixel of any image is removed) and the % of pixels removed at "
@@ -160,13 +161,14 @@ PRINTED = {
                Column("ci_high", "95 % to", _signed, True),
                Column("p_value", "McNemar p", _formatted(".2g"), True),
                Column("paper_difference", "Paper's difference", _signed, True)],
-    "matched": [Column("method", "Method"), Column("epochs", "Epochs"),
+    "matched": [Column("method", "Method"), Column("reference", "Against"),
+                Column("seed", "Seed", _plain, True), Column("epochs", "Epochs"),
                 _acc("test_top1", "Test", False),
-                _acc("baseline_test_top1", "Baseline test", False),
+                _acc("reference_test_top1", "Its test", False),
                 Column("test_top1_difference", "Difference", _signed, True),
                 Column("paper_difference", "Paper's difference", _signed, True),
                 _acc("train_top1", "Train", False),
-                _acc("baseline_train_top1", "Baseline train", False)],
+                _acc("reference_train_top1", "Its train", False)],
     "segments": [Column("method", "Method"), Column("segment", "#", _plain, True),
                  Column("when", "UTC"), Column("machine", "Machine"),
                  Column("train_step", "Step", _step_name),
