@@ -12,6 +12,7 @@ folder under ``results/longruns/`` is committed between segments::
     results/longruns/<run>/metrics.json  the finished run's record
     results/longruns/<run>/cpu_evaluation.json  its weights re-scored on the CPU (CI checks it)
     results/longruns/<run>/ires_coverage.json   ``ir2net ires-coverage --out`` on its weights
+    results/longruns/<run>/bn_momentum.json     ``ir2net bn-momentum --out``, one per state
 
 ``ir2net longrun continue`` trains every unfinished run of the most urgent priority
 until it completes or the time budget runs out; a completed run's record is copied into
@@ -44,8 +45,10 @@ OPENVINO_EVALUATION = "openvino_evaluation.json"
 #: the final weights' top-1 class for every test image (``ir2net evaluate --per-image``)
 TEST_PREDICTIONS = "test_predictions.json"
 #: records committed beside a run's progress, by the key ``read_progress`` gives them
+#: test top-1 of the run's weights with BatchNorm's statistics at other momenta
+BN_MOMENTUM = "bn_momentum.json"
 RUN_RECORDS = {"ires_coverage": COVERAGE, "openvino_evaluation": OPENVINO_EVALUATION,
-               "test_predictions": TEST_PREDICTIONS}
+               "test_predictions": TEST_PREDICTIONS, "bn_momentum": BN_MOMENTUM}
 
 
 @dataclass
@@ -185,7 +188,8 @@ def read_progress(folder: str | Path = DEFAULT_FOLDER) -> list[dict]:
     Figure 7 point carries its ``same_as``; a run carries each of its committed
     :data:`RUN_RECORDS` under its key: ``ires_coverage.json`` (``ir2net ires-coverage
     --out``), ``openvino_evaluation.json`` (``ir2net evaluate --engine openvino --out``) and
-    ``test_predictions.json`` (``ir2net evaluate --per-image --out``)."""
+    ``test_predictions.json`` (``ir2net evaluate --per-image --out``) and
+    ``bn_momentum.json`` (``ir2net bn-momentum --out``)."""
     plan = load_plan(folder)
     rows = []
     for run in plan.runs:

@@ -135,6 +135,36 @@ def test_the_coverage_table_lists_every_rule_and_source_at_figure_7s_lambda():
     assert "| pre_activation" in markdown and "6.12" in markdown and "0.634" in markdown
 
 
+def test_the_bn_momentum_table_sets_each_state_against_the_runs_own_statistics():
+    from ir2net.reporting.ires_evidence import bn_momentum_table
+    from ir2net.reporting.printing import printed, to_markdown
+
+    def record(epoch, trained, points):  # points: (own, 0.19, lag-free) top-1 at each point
+        measured = [{"scores": {"0.1": {"top1": own}, "0.19": {"top1": ires},
+                                "frozen": {"top1": frozen}}} for own, ires, frozen in points]
+        means = {key: {"top1": sum(m["scores"][key]["top1"] for m in measured) / len(points)}
+                 for key in ("0.1", "0.19", "frozen")}
+        return {"weights": "w", "epoch": epoch, "epochs": 500, "step": None, "steps": 200,
+                "points": len(points), "interval": 100, "trained": trained,
+                "lr": 0.1 if trained else 0.0, "frozen_batches": 100, "own_momentum": 0.1,
+                "own_statistics_agreement": 2e-6, "bn_updates_per_step": 1.0,
+                "scores": means, "measurements": measured}
+    progress = [{**entry("cirec-s0", {"table1": "CIRec"}, 70.0),
+                 "bn_momentum": [record(94, True, [(70.0, 73.0, 75.0), (71.0, 72.0, 75.0)])]},
+                {**entry("base-s0", {"table1": "Baseline"}, 81.0),
+                 "bn_momentum": [record(500, False, [(81.15, 81.2, 81.3)])]},
+                entry("fp-s0", {"table1": "FP"}, 83.0)]
+    frame = bn_momentum_table(progress)
+    assert frame["weights"].tolist() == ["epoch 94 of 500, trained on", "final (500 epochs), frozen"]
+    assert frame["own_top1"].tolist() == pytest.approx([70.5, 81.15])
+    assert frame["ires_difference"].tolist() == pytest.approx([2.0, 0.05])  # mean of 3 and 1
+    assert frame.loc[0, "ires_difference_std"] == pytest.approx(2 ** 0.5)
+    assert pd.isna(frame.loc[1, "ires_difference_std"])  # one point: no spread
+    assert frame["frozen_difference"].tolist() == pytest.approx([4.5, 0.15])
+    markdown = to_markdown(*printed("bn_momentum", frame))
+    assert "+2.00 ± 1.41 |" in markdown and " +0.05 |" in markdown and "2.0e-06" in markdown
+
+
 def test_figure_7_draws_complete_and_derived_points_and_skips_the_rest(tmp_path):
     from ir2net.reporting.figures import figure7
     from ir2net.reporting.ires_evidence import figure7_points

@@ -3,7 +3,7 @@ commands' arguments next to the function they call; :func:`main` assembles them.
 
 | module | commands |
 |---|---|
-| :mod:`.runs` | train, calibrate, evaluate, ires-coverage, export |
+| :mod:`.runs` | train, calibrate, evaluate, ires-coverage, bn-momentum, export |
 | :mod:`.longrun` | longrun status / continue / segments |
 | :mod:`.workflow` | plan, standin, tables, figures, attention, report, export-records, |
 |  | render, publish |

@@ -1,4 +1,5 @@
-"""Train and evaluate: ``train``, ``calibrate``, ``evaluate``, ``ires-coverage``, ``export``."""
+"""Train and evaluate: ``train``, ``calibrate``, ``evaluate``, ``ires-coverage``,
+``bn-momentum``, ``export``."""
 from __future__ import annotations
 
 import json
@@ -274,6 +275,85 @@ def add_ires_coverage(sub) -> None:
     parser.set_defaults(func=ires_coverage)
 
 
+def bn_momentum(args) -> int:
+    from ..artifacts import ArtifactError, write_json
+    from ..bn_statistics import FROZEN, momentum_effect
+    from ..provenance import collect
+
+    set_threads(args.threads)
+    if args.out and args.out.is_file():  # read before the measurement: a bad file fails first
+        try:
+            records = json.loads(args.out.read_text())
+        except json.JSONDecodeError as error:
+            records = error
+        if not isinstance(records, list):
+            raise ArtifactError(f"{args.out} is not the JSON list `ir2net bn-momentum --out` "
+                                f"writes ({records}); move it away and rerun")
+    else:
+        records = []
+    result = momentum_effect(args.target, momenta=args.momentum, steps=args.steps,
+                             points=args.points, interval=args.interval,
+                             frozen_batches=args.frozen_batches, config=args.config,
+                             data_root=args.data_root, device=args.device)
+    result["provenance"] = collect(args.device)
+    if args.out:  # one record per state of the run: a newer measurement of it replaces the old
+        records = [r for r in records if (r["epoch"], r["step"], r["weights"])
+                   != (result["epoch"], result["step"], result["weights"])]
+        write_json(args.out, sorted([*records, result], key=lambda r: r["epoch"]))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    spacing = (f"scored after {result['steps']} and then every {result['interval']}, "
+               f"{result['points']} times")
+    how = (f"training steps at lr {result['lr']:.4g} from epoch {result['epoch']} (step "
+           f"{result['step']}), {spacing}" if result["trained"] else
+           f"training-mode batches through the final weights, frozen, {spacing}")
+    print(f"{result['weights']}: {how}; BatchNorm updates per step "
+          f"{result['bn_updates_per_step']:g}")
+    own_key = f"{result['own_momentum']:g}"
+    own = result["scores"][own_key]["top1"]
+    for key, scores in result["scores"].items():
+        if key == FROZEN:
+            label = f"lag-free (the weights' own statistics, {result['frozen_batches']} batches)"
+        else:
+            label = f"momentum {key}" + (" (the run's own)" if key == own_key else "")
+        each = ", ".join(f"{value:.2f}" for value in scores["top1_points"])
+        print(f"  {label}: test top-1 {scores['top1']:.2f}% ({scores['top1'] - own:+.2f}; "
+              f"each point: {each})")
+    print(f"  kept statistics at the run's own momentum agree with BatchNorm's within "
+          f"{result['own_statistics_agreement']:.1e} of their scale")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def add_bn_momentum(sub) -> None:
+    parser = sub.add_parser(
+        "bn-momentum", parents=[on_test_set()],
+        help="test top-1 of the same weights with BatchNorm's running statistics kept at "
+             "other momenta (what IRes that removes nothing changes: 0.1 -> 0.19)")
+    parser.add_argument("--momentum", type=float, nargs="+", default=[0.1, 0.19],
+                        help="momenta to keep statistics at, beside the run's own (default: "
+                             "0.1 0.19, the run without IRes and with IRes that removes "
+                             "nothing)")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="training steps from a run's checkpoint (final weights: batches "
+                             "with the weights frozen) before the first score, while the "
+                             "statistics are kept (default: %(default)s)")
+    parser.add_argument("--points", type=int, default=3,
+                        help="how many times to score, --interval steps apart; the record "
+                             "holds each and their mean (default: %(default)s)")
+    parser.add_argument("--interval", type=int, default=100,
+                        help="training steps between two scores (default: %(default)s)")
+    parser.add_argument("--frozen-batches", type=int, default=100,
+                        help="batches for the lag-free statistics of the weights at each "
+                             "point (default: %(default)s)")
+    parser.add_argument("--out", type=Path,
+                        help="add the result to this JSON list (a long run's "
+                             "bn_momentum.json, which the report reads)")
+    parser.set_defaults(func=bn_momentum)
+
+
 def export_model(args) -> int:
     from ..inference import export
 
@@ -294,4 +374,5 @@ def add_export(sub) -> None:
     parser.set_defaults(func=export_model)
 
 
-COMMANDS = (add_train, add_calibrate, add_evaluate, add_ires_coverage, add_export)
+COMMANDS = (add_train, add_calibrate, add_evaluate, add_ires_coverage, add_bn_momentum,
+            add_export)

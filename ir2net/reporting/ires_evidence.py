@@ -16,8 +16,8 @@ import pandas as pd
 
 from ..longruns import derive
 
-__all__ = ["REMOVED_NOTHING", "mask_label", "coverage_table", "figure7_points", "IRES_READING",
-           "COVERAGE_LAMBDAS"]
+__all__ = ["REMOVED_NOTHING", "mask_label", "coverage_table", "bn_momentum_table",
+           "figure7_points", "IRES_READING", "COVERAGE_LAMBDAS"]
 
 REMOVED_NOTHING = "removed nothing, every step (= no IRes, BN momentum 0.19)"
 
@@ -31,7 +31,8 @@ IRES_READING = (
     "running statistics within 1e-5 of their scale; measured 4.4e-7 at 320 steps). Such a "
     "row's difference from the row without IRes is run-to-run variation plus that momentum, "
     "not an effect of restriction; the seed spread in the gap table says how large the first "
-    "is.")
+    "is. The momentum never reaches the weights, only the running statistics that the test "
+    "images are normalised with: the BatchNorm-momentum table measures what it is worth.")
 
 
 def _removed(history: Iterable[dict]) -> list[float]:
@@ -71,6 +72,53 @@ def coverage_table(progress: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "weights", "variant", "source", "onset_min",
                                        "onset_median",
                                        *(f"removed_{lam:g}" for lam in COVERAGE_LAMBDAS)])
+
+
+#: the momentum IRes that removes nothing gives BatchNorm (``1 - (1 - 0.1)**2``)
+IRES_MOMENTUM = "0.19"
+BN_MOMENTUM_COLUMNS = ["method", "weights", "lr", "points", "updates_per_step", "own_momentum",
+                       "own_top1", "ires_top1", "frozen_top1", "ires_difference",
+                       "ires_difference_std", "frozen_difference", "frozen_difference_std",
+                       "agreement"]
+
+
+def _differences(record: dict, key: str) -> list[float]:
+    """Each point's top-1 with ``key``'s statistics minus with the run's own."""
+    own = f"{record['own_momentum']:g}"
+    return [point["scores"][key]["top1"] - point["scores"][own]["top1"]
+            for point in record["measurements"] if key in point["scores"]]
+
+
+def _spread(values: list[float]) -> Optional[float]:
+    return float(pd.Series(values).std()) if len(values) > 1 else None
+
+
+def bn_momentum_table(progress: list[dict]) -> pd.DataFrame:
+    """Per published-schedule run with a committed ``bn_momentum.json`` (``ir2net
+    bn-momentum --out``), one row per state measured: test top-1 of the same weights with
+    BatchNorm's running statistics at the run's own momentum, at 0.19 (what IRes that removes
+    nothing gives) and lag-free (the weights' own statistics, frozen), each the mean over the
+    points scored, and the differences with their standard deviation over the points."""
+    rows = []
+    for entry in progress:
+        for record in entry.get("bn_momentum") or []:
+            scores = record["scores"]
+            ires, frozen = _differences(record, IRES_MOMENTUM), _differences(record, "frozen")
+            where = (f"epoch {record['epoch']} of {record['epochs']}, trained on"
+                     if record["trained"] else f"final ({record['epoch']} epochs), frozen")
+            rows.append({"method": " / ".join(r.replace("|", " ") for r in entry["rows"].values()),
+                         "weights": where, "lr": record["lr"], "points": record["points"],
+                         "updates_per_step": record["bn_updates_per_step"],
+                         "own_momentum": record["own_momentum"],
+                         "own_top1": scores[f"{record['own_momentum']:g}"]["top1"],
+                         "ires_top1": (scores.get(IRES_MOMENTUM) or {}).get("top1"),
+                         "frozen_top1": scores["frozen"]["top1"],
+                         "ires_difference": sum(ires) / len(ires) if ires else None,
+                         "ires_difference_std": _spread(ires),
+                         "frozen_difference": sum(frozen) / len(frozen),
+                         "frozen_difference_std": _spread(frozen),
+                         "agreement": record["own_statistics_agreement"]})
+    return pd.DataFrame(rows, columns=BN_MOMENTUM_COLUMNS)
 
 
 def figure7_points(progress: list[dict]) -> tuple[pd.DataFrame, dict]:

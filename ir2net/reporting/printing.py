@@ -45,6 +45,12 @@ CAPTIONS = {
                 "Figure 7's λ, per restriction rule and attention source (output: after the "
                 "last stage's Hardtanh, the authors' code; pre_activation: before it, this "
                 "project's extension); `ir2net ires-coverage`",
+    "bn_momentum": "What BatchNorm's running-statistics momentum does to the test top-1 of "
+                   "the same weights (the one thing IRes that removes nothing changes: 0.1 -> "
+                   "0.19): a run trained on from its checkpoint, or its final weights frozen, "
+                   "with statistics kept at its own momentum, at 0.19, and lag-free (the "
+                   "weights' own, averaged over 100 training batches), each the mean over the points "
+                   "scored 100 steps apart (± their standard deviation); `ir2net bn-momentum`",
     "segments": "Training segments of the published-schedule runs (results/longruns): when, "
                 "on which machine and step each trained which epochs, its wall time and "
                 "training img/s (CPU segments often beside other work)",
@@ -188,6 +194,18 @@ PRINTED = {
                  Column("onset_median", "Median image onset", _formatted(".3f"), True),
                  *(Column(f"removed_{lam:g}", f"% removed, λ = {lam:g}", _formatted(".2f"), True)
                    for lam in COVERAGE_LAMBDAS)],
+    "bn_momentum": [Column("method", "Run"), Column("weights", "Weights"),
+                    Column("lr", "lr", _formatted(".4f"), True),
+                    Column("points", "Points", _plain, True),
+                    Column("updates_per_step", "BN updates per step", _plain, True),
+                    Column("own_momentum", "Own momentum", _plain, True),
+                    _acc("own_top1", "Own", False), _acc("ires_top1", "0.19", False),
+                    _acc("frozen_top1", "Lag-free", False),
+                    Column("ires_difference", "0.19 − own", _signed, True,
+                           "ires_difference_std"),
+                    Column("frozen_difference", "Lag-free − own", _signed, True,
+                           "frozen_difference_std"),
+                    Column("agreement", "Kept vs BN's own", _formatted(".1e"), True)],
     "table2": [Column("backbone", "Backbone"), Column("r", "r", _plain, True), Column("g", "g"),
                Column("c_in", "C_in", _plain, True), Column("c_n", "C_n", _plain, True),
                Column("q_scale", "Q_scale (Eq. 17)", _plain, True),

@@ -58,6 +58,20 @@ _READING = {
         "statistics); the onset each run records in training (batch statistics, the smallest "
         "over every batch of an epoch) is in the IRes coverage figure, and is what decides "
         "which Figure 7 points are derived (results/longruns/README.md).", ""],
+    "bn_momentum": [
+        "In training BatchNorm normalises with each batch's own statistics, so its momentum "
+        "never reaches the weights (tests/test_bn_statistics.py: weights bit-identical at 0.1 "
+        "and 0.19). IRes that removes nothing and the same run without IRes therefore train "
+        "the same weights and differ only in the running statistics the test images are "
+        "normalised with; this table measures that difference from one state of a run, with "
+        "no seed in between. A run in progress trains on from its checkpoint (its optimiser "
+        "and learning rate) while statistics are kept at each momentum beside BatchNorm's own "
+        "(the last column: how closely the copy kept at the run's own momentum matches them); "
+        "final weights stay frozen. Lag-free are the statistics of the weights as they are "
+        "at each point, an equal-weight average over 100 augmented training batches with the "
+        "weights frozen: what a running average that did not lag the moving weights would "
+        "give. A momentum is per BatchNorm update; "
+        "a run with IRes updates twice per step.", ""],
     "calibration": [
         "The paper's FP row cannot calibrate the data: its 90.8 % is the figure IR-Net's "
         "README lists for ResNet-20 with binary weights and real activations "

@@ -194,5 +194,6 @@ def longrun_progress():
         return []
     # progress.json and ir2net.longruns.RUN_RECORDS (which imports torch; parsing must not)
     return sorted(str(path) for name in ("progress.json", "ires_coverage.json",
-                                         "openvino_evaluation.json", "test_predictions.json")
+                                         "openvino_evaluation.json", "test_predictions.json",
+                                         "bn_momentum.json")
                   for path in Path(LONGRUNS).glob(f"*/{name}")) + [f"{LONGRUNS}/plan.yaml"]
