@@ -149,14 +149,16 @@ def momentum_effect(target: str | Path, *, momenta: Sequence[float] = (0.1, 0.19
     0.1), then every ``interval`` steps, ``points`` times, the same weights are scored with
     each.  The weights are the same for every momentum, as in training.  From final weights
     alone (``model.pt``) the weights stay frozen.  ``scores`` holds each key's mean over the
-    points and ``points`` each point's.  Nothing is written to the run: it trains on a copy
-    in memory."""
+    points and ``measurements`` each point's.  Nothing is written to the run: it trains on a
+    copy in memory."""
+    from .config import ConfigError
     from .data import build_data
     from .inference import _is_checkpoint, load_trained
     from .training import evaluate, resolve_device
 
     if min(steps, points, interval, frozen_batches) < 1:
-        raise ValueError("steps, points, interval and frozen_batches must be at least 1")
+        raise ConfigError("--steps, --points, --interval and --frozen-batches must be at least "
+                          f"1 (got {steps}, {points}, {interval}, {frozen_batches})")
     started = time.perf_counter()
     overrides = (f"data.root={data_root}",) if data_root else ()
     trained = load_trained(target, config=config, overrides=overrides, device=device)

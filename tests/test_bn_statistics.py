@@ -108,6 +108,8 @@ def test_bn_momentum_scores_a_checkpoint_without_touching_it(tmp_path, capsys,
     assert main(command) == 0  # the same state measured again replaces its record
     assert len(json.loads(out.read_text())) == 1
 
+    assert main(command[:2] + ["--points", "0"]) == 2
+    assert "must be at least 1" in capsys.readouterr().err
     for bad in ("{not json", '{"a": 1}'):
         out.write_text(bad)
         assert main(command) == 2
