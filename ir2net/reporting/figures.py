@@ -16,6 +16,7 @@ from .. import artifacts
 from ..paper import paper_values
 from ..experiments import FIGURE7_SERIES
 from .records import load_records, roles
+from .run_tables import rows_label
 
 __all__ = ["figure7", "coverage_figure", "training_curves", "paper_comparison",
            "attention_figure", "latency_figure", "save_figure"]
@@ -138,7 +139,7 @@ def _coverage_frame(plan: dict, records: dict, longruns: Optional[list[dict]]) -
                 add(f"{plan['profile']} profile", role["series"],
                     f"λ = {float(role['lambda']):g}", entry)
     for entry in longruns or []:
-        label = " / ".join(row.replace("|", " ") for row in entry.get("rows", {}).values())
+        label = rows_label(entry)
         for epoch in entry.get("history", []):
             if epoch.get("ires_removed") is not None:
                 add("published schedule (results/longruns)", label, label, epoch)

@@ -15,6 +15,7 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from ..longruns import derive
+from .run_tables import rows_label
 
 __all__ = ["REMOVED_NOTHING", "mask_label", "coverage_table", "bn_momentum_table",
            "figure7_points", "IRES_READING", "COVERAGE_LAMBDAS"]
@@ -62,7 +63,7 @@ def coverage_table(progress: list[dict]) -> pd.DataFrame:
         for result in entry.get("ires_coverage") or []:
             where = (f"epoch {result['epoch']}" if "epoch" in result
                      else f"final ({entry.get('epochs_done')} epochs)")
-            row = {"method": " / ".join(r.replace("|", " ") for r in entry["rows"].values()),
+            row = {"method": rows_label(entry),
                    "weights": where, "variant": result["variant"], "source": result["source"],
                    "onset_min": result["onset"]["min"], "onset_median": result["onset"]["median"]}
             removed = {float(lam): value for lam, value in result["removed"].items()}
@@ -106,7 +107,7 @@ def bn_momentum_table(progress: list[dict]) -> pd.DataFrame:
             ires, frozen = _differences(record, IRES_MOMENTUM), _differences(record, "frozen")
             where = (f"epoch {record['epoch']} of {record['epochs']}, trained on"
                      if record["trained"] else f"final ({record['epoch']} epochs), frozen")
-            rows.append({"method": " / ".join(r.replace("|", " ") for r in entry["rows"].values()),
+            rows.append({"method": rows_label(entry),
                          "weights": where, "lr": record["lr"], "points": record["points"],
                          "updates_per_step": record["bn_updates_per_step"],
                          "own_momentum": record["own_momentum"],

@@ -6,7 +6,7 @@ from typing import Optional
 
 import pandas as pd
 
-__all__ = ["segments_table", "segments_hardware", "method_label"]
+__all__ = ["segments_table", "segments_hardware", "method_label", "rows_label"]
 
 
 def _machine(segment: dict) -> str:
@@ -47,6 +47,11 @@ def method_label(entry: dict) -> str:
     """The method a run trains, as its first paper table names it."""
     rows = entry.get("rows", {})
     return (rows.get("table1") or next(iter(rows.values()), entry["run"])).replace("|", " ")
+
+
+def rows_label(entry: dict) -> str:
+    """Every paper row a run fills, joined: "IRes+CIRec / ResNet-20 IR²Net*"."""
+    return " / ".join(row.replace("|", " ") for row in entry.get("rows", {}).values())
 
 
 def segments_table(progress: list[dict]) -> pd.DataFrame:
