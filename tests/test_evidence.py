@@ -165,6 +165,45 @@ def test_the_bn_momentum_table_sets_each_state_against_the_runs_own_statistics()
     assert "+2.00 ± 1.41 |" in markdown and " +0.05 |" in markdown and "2.0e-06" in markdown
 
 
+
+def test_shared_trajectory_counts_the_epochs_both_runs_trained_the_same_bits():
+    from ir2net.reporting.ires_evidence import shared_trajectory_table
+    from ir2net.reporting.printing import printed, to_markdown
+
+    def epochs(losses, tests):
+        return [{"epoch": n, "steps": 390 * n, "train_loss": loss, "train_top1": 50.0 + n,
+                 "test": {"top1": test}} for n, (loss, test) in enumerate(zip(losses, tests), 1)]
+
+    def segments(*spans):  # (start epoch, end epoch, gpu or None)
+        return [{"start_epoch": start, "end_epoch": end,
+                 "hardware": {"gpu": gpu} if gpu else {"cpu": "EPYC", "torch_threads": 1}}
+                for start, end, gpu in spans]
+    with_ires = {**entry("ires-cirec-s0", {"table1": "IRes+CIRec"}, 70.0, "training", 4),
+                 "history": epochs([1.9, 1.7, 1.5, 1.4], [30.0, 40.0, 45.0, 50.0]),
+                 "segments": segments((0, 4, None))}
+    without = {**entry("cirec-s0", {"table1": "CIRec"}, 70.0, "training", 5),
+               "history": epochs([1.9, 1.7, 1.6, 1.3, 1.2], [29.0, 37.0, 44.0, 51.0, 52.0]),
+               "segments": segments((0, 2.5, None), (2.5, 5, "H200"))}
+    other_seed = {**with_ires, "run": "ires-cirec-s1"}     # no CIRec of seed 1: no row
+    frame = shared_trajectory_table([with_ires, without, other_seed,
+                                     entry("base-s0", {"table1": "Baseline"}, 60.0)])
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert (row["method"], row["reference"], row["seed"]) == ("IRes+CIRec", "CIRec", 0)
+    assert (row["shared_epochs"], row["compared_epochs"], row["parted_epoch"]) == (2, 4, 3)
+    assert row["machines"] == "EPYC (1 thread) / EPYC (1 thread), H200 from epoch 2.5"
+    assert row["shared_difference"] == pytest.approx(2.0)          # +1 and +3
+    assert (row["shared_min"], row["shared_max"], row["shared_higher"]) == (1.0, 3.0, 2)
+    assert row["after_difference"] == pytest.approx(0.0)           # +1 and -1
+    markdown = to_markdown(*printed("shared_trajectory", frame))
+    assert "+2.00 ± 1.41 |" in markdown
+
+    # equal losses with a step of difference are not the same bits; nor is a gap in epochs
+    without["history"][0]["steps"] = 391
+    assert shared_trajectory_table([with_ires, without]).iloc[0]["shared_epochs"] == 0
+    without["history"] = without["history"][1:]
+    assert shared_trajectory_table([with_ires, without]).iloc[0]["shared_epochs"] == 0
+
 def test_figure_7_draws_complete_and_derived_points_and_skips_the_rest(tmp_path):
     from ir2net.reporting.figures import figure7
     from ir2net.reporting.ires_evidence import figure7_points

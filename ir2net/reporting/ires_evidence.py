@@ -15,10 +15,12 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from ..longruns import derive
-from .run_tables import rows_label
+from .evidence import seed_of
+from .run_tables import machine, method_label, rows_label
 
 __all__ = ["REMOVED_NOTHING", "mask_label", "coverage_table", "bn_momentum_table",
-           "figure7_points", "IRES_READING", "COVERAGE_LAMBDAS"]
+           "shared_trajectory_table", "without_ires", "figure7_points", "IRES_READING",
+           "COVERAGE_LAMBDAS"]
 
 REMOVED_NOTHING = "removed nothing, every step (= no IRes, BN momentum 0.19)"
 
@@ -29,7 +31,8 @@ IRES_READING = (
     "removed fraction is exactly 0). Algorithm 1's second pass then repeats the first, so the "
     "run is, exactly, the same network without IRes trained with BatchNorm momentum 0.19 "
     "instead of 0.1 (tests/test_ires_equivalence.py: 300 steps, weights bit-identical, "
-    "running statistics within 1e-5 of their scale; measured 4.4e-7 at 320 steps). Such a "
+    "running statistics within 1e-5 of their scale; measured 4.4e-7 at 320 steps; at the "
+    "published schedule, the shared-trajectory table). Such a "
     "row's difference from the row without IRes is run-to-run variation plus that momentum, "
     "not an effect of restriction; the seed spread in the gap table says how large the first "
     "is. The momentum never reaches the weights, only the running statistics that the test "
@@ -120,6 +123,89 @@ def bn_momentum_table(progress: list[dict]) -> pd.DataFrame:
                          "frozen_difference_std": _spread(frozen),
                          "agreement": record["own_statistics_agreement"]})
     return pd.DataFrame(rows, columns=BN_MOMENTUM_COLUMNS)
+
+
+#: the part of a Table I label that names IRes: "IRes+CIRec" is CIRec with IRes added
+IRES_PREFIX = "IRes+"
+
+
+def without_ires(label: str) -> Optional[str]:
+    """The Table I row that differs from row ``label`` only in having no IRes ("IRes" ->
+    "Baseline", "IRes+CIRec" -> "CIRec"); ``None`` for a row without IRes."""
+    if label == "IRes":
+        return "Baseline"
+    return label[len(IRES_PREFIX):] if label.startswith(IRES_PREFIX) else None
+
+
+def _same_bits(record: dict, reference: dict) -> bool:
+    """Two runs' epoch records agree to the last bit in what training computed: the steps,
+    the training loss and top-1 (means over every batch of the epoch)."""
+    return all(record[key] == reference[key] for key in ("steps", "train_loss", "train_top1"))
+
+
+def _machines_of_epoch(entry: dict, epoch: int) -> str:
+    """The machines whose segments trained some step of ``epoch`` (``epoch - 1`` to
+    ``epoch``), in order."""
+    names = []
+    for segment in entry.get("segments") or []:
+        if segment["start_epoch"] < epoch and segment["end_epoch"] > epoch - 1:
+            name = machine(segment)
+            if segment["start_epoch"] > epoch - 1:
+                name += f" from epoch {segment['start_epoch']:.1f}"
+            if name not in names:
+                names.append(name)
+    return ", ".join(names)
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def shared_trajectory_table(progress: list[dict]) -> pd.DataFrame:
+    """Each published-schedule run with IRes beside the same run without it (same seed):
+    the leading epochs in which both trained the same bits (:func:`_same_bits`; while the mask
+    removes nothing the two steps compute the same weights, tests/test_ires_equivalence.py),
+    where they parted and on which machines each trained that epoch, and the test top-1
+    difference over the shared epochs (the BatchNorm momentum alone: same weights, running
+    statistics at 0.19 against 0.1) and over the matched epochs after (that, plus how far the
+    two runs have drifted apart since)."""
+    table1 = {(entry["rows"]["table1"], seed_of(entry["run"])): entry for entry in progress
+              if entry.get("history") and entry.get("rows", {}).get("table1")}
+    rows = []
+    for (label, seed), entry in table1.items():
+        reference = table1.get((without_ires(label), seed)) if without_ires(label) else None
+        if reference is None:
+            continue
+        by_epoch = {record["epoch"]: record for record in reference["history"]}
+        pairs = [(record, by_epoch[record["epoch"]]) for record in entry["history"]
+                 if record["epoch"] in by_epoch]
+        shared = 0
+        while shared < len(pairs) and pairs[shared][0]["epoch"] == shared + 1 \
+                and _same_bits(*pairs[shared]):
+            shared += 1
+        during = [a["test"]["top1"] - b["test"]["top1"] for a, b in pairs[:shared]]
+        after = pairs[shared:]
+        parted = after[0][0]["epoch"] if after else None
+        rows.append({
+            "method": method_label(entry), "reference": without_ires(label), "seed": seed,
+            "shared_epochs": shared, "compared_epochs": len(pairs), "parted_epoch": parted,
+            "machines": (None if parted is None else
+                         f"{_machines_of_epoch(entry, parted)} / "
+                         f"{_machines_of_epoch(reference, parted)}"),
+            "shared_difference": _mean(during),
+            "shared_difference_std": _spread(during),
+            "shared_min": min(during, default=None), "shared_max": max(during, default=None),
+            "shared_higher": sum(d > 0 for d in during),
+            "after_difference": _mean([a["test"]["top1"] - b["test"]["top1"] for a, b in after]),
+            "after_train_difference": _mean([a["train_top1"] - b["train_top1"]
+                                             for a, b in after])})
+    return pd.DataFrame(rows, columns=SHARED_TRAJECTORY_COLUMNS)
+
+
+SHARED_TRAJECTORY_COLUMNS = ["method", "reference", "seed", "shared_epochs", "compared_epochs",
+                             "parted_epoch", "machines", "shared_difference",
+                             "shared_difference_std", "shared_min", "shared_max",
+                             "shared_higher", "after_difference", "after_train_difference"]
 
 
 def figure7_points(progress: list[dict]) -> tuple[pd.DataFrame, dict]:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..paper import paper_values
 from .evidence import PAPER_TABLES, paper_top1, run_state, seed_of
-from .ires_evidence import published_mask_label
+from .ires_evidence import published_mask_label, without_ires
 from .run_tables import method_label, segments_hardware
 
 __all__ = ["published_table", "matched_epochs_table", "matched_references", "engine_table",
@@ -20,17 +20,13 @@ __all__ = ["published_table", "matched_epochs_table", "matched_references", "eng
 MATCHED_WINDOW = 50
 
 
-#: the part of a Table I label that names IRes: "IRes+CIRec" is CIRec with IRes added
-IRES_PREFIX = "IRes+"
-
-
 def matched_references(label: str) -> list[str]:
     """The Table I rows a run of Table I row ``label`` is held against at matched epochs: the
     Baseline, and for a run with IRes and a recovery (``IRes+CIRec``) the same run without IRes
     (``CIRec``), the one comparison in which IRes is the only difference."""
     references = [] if label == "Baseline" else ["Baseline"]
-    if label.startswith(IRES_PREFIX):
-        references.append(label[len(IRES_PREFIX):])
+    if without_ires(label) not in (None, *references):
+        references.append(without_ires(label))
     return references
 
 

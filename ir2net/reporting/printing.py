@@ -51,6 +51,14 @@ CAPTIONS = {
                    "with statistics kept at its own momentum, at 0.19, and lag-free (the "
                    "weights' own, averaged over 100 training batches), each the mean over the points "
                    "scored 100 steps apart (± their standard deviation); `ir2net bn-momentum`",
+    "shared_trajectory": "Each published-schedule run with IRes beside the same run without "
+                         "IRes (same seed): the leading epochs in which both trained the same "
+                         "bits (steps, training loss and top-1 equal to the last bit), the epoch "
+                         "where they parted and the machines that trained it (run / run without "
+                         "IRes), and the test top-1 difference (run − run without IRes, CIFAR-10 "
+                         "JPEG copy) over the shared epochs (mean ± std, smallest, largest, in "
+                         "how many it was positive) and over the matched epochs after, with the "
+                         "training top-1 difference there",
     "segments": "Training segments of the published-schedule runs (results/longruns): when, "
                 "on which machine and step each trained which epochs, its wall time and "
                 "training img/s (CPU segments often beside other work)",
@@ -206,6 +214,19 @@ PRINTED = {
                     Column("frozen_difference", "Lag-free − own", _signed, True,
                            "frozen_difference_std"),
                     Column("agreement", "Kept vs BN's own", _formatted(".1e"), True)],
+    "shared_trajectory": [Column("method", "Run"), Column("reference", "Without IRes"),
+                          Column("seed", "Seed", _plain, True),
+                          Column("shared_epochs", "Same bits, epochs", _plain, True),
+                          Column("compared_epochs", "Compared epochs", _plain, True),
+                          Column("parted_epoch", "Parted at epoch", _plain, True),
+                          Column("machines", "Machines there"),
+                          Column("shared_difference", "Test diff., same bits", _signed, True,
+                                 "shared_difference_std"),
+                          Column("shared_min", "Smallest", _signed, True),
+                          Column("shared_max", "Largest", _signed, True),
+                          Column("shared_higher", "Positive in", _plain, True),
+                          Column("after_difference", "Test diff. after", _signed, True),
+                          Column("after_train_difference", "Train diff. after", _signed, True)],
     "table2": [Column("backbone", "Backbone"), Column("r", "r", _plain, True), Column("g", "g"),
                Column("c_in", "C_in", _plain, True), Column("c_n", "C_n", _plain, True),
                Column("q_scale", "Q_scale (Eq. 17)", _plain, True),

@@ -72,6 +72,16 @@ _READING = {
         "weights frozen: what a running average that did not lag the moving weights would "
         "give. A momentum is per BatchNorm update; "
         "a run with IRes updates twice per step.", ""],
+    "shared_trajectory": [
+        "With the same seed a run with IRes and the same run without it start from the same "
+        "weights and draw the same batches. While the mask removes nothing, their steps "
+        "compute the same weights (tests/test_ires_equivalence.py) and differ only in the "
+        "running statistics (BatchNorm momentum 0.19 against 0.1), so their training losses "
+        "agree to the last bit and the test difference over those epochs is the momentum "
+        "alone. They part at the first step computed differently: on another machine or "
+        "thread count, whose sums round in another order. The difference after that also holds "
+        "how far the two runs drift apart once one rounding differs, which is run-to-run "
+        "variation with the seed held fixed.", ""],
     "calibration": [
         "The paper's FP row cannot calibrate the data: its 90.8 % is the figure IR-Net's "
         "README lists for ResNet-20 with binary weights and real activations "

@@ -6,10 +6,11 @@ from typing import Optional
 
 import pandas as pd
 
-__all__ = ["segments_table", "segments_hardware", "method_label", "rows_label"]
+__all__ = ["segments_table", "segments_hardware", "machine", "method_label", "rows_label"]
 
 
-def _machine(segment: dict) -> str:
+def machine(segment: dict) -> str:
+    """The machine that trained a segment: its GPU, or its CPU and thread count."""
     hardware = segment.get("hardware", {})
     threads = hardware.get("torch_threads")
     return hardware.get("gpu") or \
@@ -21,7 +22,7 @@ def segments_hardware(segments: list[dict], binary: bool = True) -> str:
     model has no binary convolutions, so their dtype is not named)."""
     seen = []
     for segment in segments:
-        name = _machine(segment)
+        name = machine(segment)
         precision = segment.get("precision", {})
         if binary:
             name += f", binary convs {precision.get('binary_dtype')}"
@@ -62,12 +63,12 @@ def segments_table(progress: list[dict]) -> pd.DataFrame:
     for entry in progress:
         for number, segment in enumerate(entry.get("segments") or [], start=1):
             ranks = segment.get("world_size") or 1
-            machine = _machine(segment) + (f", {ranks} ranks ({segment.get('data_parallel')})"
-                                           if ranks > 1 else "")
+            trained_on = machine(segment) + (
+                f", {ranks} ranks ({segment.get('data_parallel')})" if ranks > 1 else "")
             rows.append({"method": method_label(entry), "run": entry["run"], "segment": number,
                          "when": _utc_span(segment.get("started_at"), segment.get("ended_at")),
                          "started_at": segment.get("started_at"),
-                         "ended_at": segment.get("ended_at"), "machine": machine,
+                         "ended_at": segment.get("ended_at"), "machine": trained_on,
                          "world_size": ranks, "data_parallel": segment.get("data_parallel"),
                          "train_step": segment.get("train_step"),
                          "binary_dtype": (segment.get("precision") or {}).get("binary_dtype")
