@@ -165,7 +165,6 @@ def test_the_bn_momentum_table_sets_each_state_against_the_runs_own_statistics()
     assert "+2.00 ± 1.41 |" in markdown and " +0.05 |" in markdown and "2.0e-06" in markdown
 
 
-
 def test_shared_trajectory_counts_the_epochs_both_runs_trained_the_same_bits():
     from ir2net.reporting.ires_evidence import shared_trajectory_table
     from ir2net.reporting.printing import printed, to_markdown
@@ -203,6 +202,7 @@ def test_shared_trajectory_counts_the_epochs_both_runs_trained_the_same_bits():
     assert shared_trajectory_table([with_ires, without]).iloc[0]["shared_epochs"] == 0
     without["history"] = without["history"][1:]
     assert shared_trajectory_table([with_ires, without]).iloc[0]["shared_epochs"] == 0
+
 
 def test_figure_7_draws_complete_and_derived_points_and_skips_the_rest(tmp_path):
     from ir2net.reporting.figures import figure7

@@ -17,8 +17,8 @@ import pandas as pd
 from ..calibration import ALSO_REPORTED, REFERENCE, shortfall
 from ..paper import paper_values
 
-__all__ = ["calibration_table", "gap_table", "seed_of", "PAPER_TABLES", "gap_paragraph",
-           "mean_std", "paper_top1", "run_state"]
+__all__ = ["calibration_table", "gap_table", "seed_of", "table1_runs", "PAPER_TABLES",
+           "gap_paragraph", "mean_std", "paper_top1", "run_state"]
 
 #: The paper's ResNet-20 FP figure is this one of IR-Net's README, for W/A 1/32.
 IRNET_W1A32 = 90.8
@@ -33,6 +33,12 @@ def seed_of(run_id: str) -> int:
     """A run id ends in ``-s<seed>`` (ir2net.experiments.run_id)."""
     match = re.search(r"-s(\d+)$", run_id)
     return int(match.group(1)) if match else 0
+
+
+def table1_runs(progress: list[dict]) -> dict[tuple[str, int], dict]:
+    """The published-schedule runs of Table I that have trained, by (row, seed)."""
+    return {(entry["rows"]["table1"], seed_of(entry["run"])): entry for entry in progress
+            if entry.get("history") and entry.get("rows", {}).get("table1")}
 
 
 def run_state(entry: dict) -> str:

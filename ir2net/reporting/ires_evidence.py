@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from ..longruns import derive
-from .evidence import seed_of
+from .evidence import mean_std, table1_runs
 from .run_tables import machine, method_label, rows_label
 
 __all__ = ["REMOVED_NOTHING", "mask_label", "coverage_table", "bn_momentum_table",
@@ -157,10 +157,6 @@ def _machines_of_epoch(entry: dict, epoch: int) -> str:
     return ", ".join(names)
 
 
-def _mean(values: list[float]) -> Optional[float]:
-    return sum(values) / len(values) if values else None
-
-
 def shared_trajectory_table(progress: list[dict]) -> pd.DataFrame:
     """Each published-schedule run with IRes beside the same run without it (same seed):
     the leading epochs in which both trained the same bits (:func:`_same_bits`; while the mask
@@ -169,11 +165,11 @@ def shared_trajectory_table(progress: list[dict]) -> pd.DataFrame:
     difference over the shared epochs (the BatchNorm momentum alone: same weights, running
     statistics at 0.19 against 0.1) and over the matched epochs after (that, plus how far the
     two runs have drifted apart since)."""
-    table1 = {(entry["rows"]["table1"], seed_of(entry["run"])): entry for entry in progress
-              if entry.get("history") and entry.get("rows", {}).get("table1")}
+    runs = table1_runs(progress)
     rows = []
-    for (label, seed), entry in table1.items():
-        reference = table1.get((without_ires(label), seed)) if without_ires(label) else None
+    for (label, seed), entry in runs.items():
+        reference_label = without_ires(label)
+        reference = runs.get((reference_label, seed))
         if reference is None:
             continue
         by_epoch = {record["epoch"]: record for record in reference["history"]}
@@ -184,21 +180,22 @@ def shared_trajectory_table(progress: list[dict]) -> pd.DataFrame:
                 and _same_bits(*pairs[shared]):
             shared += 1
         during = [a["test"]["top1"] - b["test"]["top1"] for a, b in pairs[:shared]]
+        during_mean, during_std = mean_std(during)
         after = pairs[shared:]
         parted = after[0][0]["epoch"] if after else None
         rows.append({
-            "method": method_label(entry), "reference": without_ires(label), "seed": seed,
+            "method": method_label(entry), "reference": reference_label, "seed": seed,
             "shared_epochs": shared, "compared_epochs": len(pairs), "parted_epoch": parted,
             "machines": (None if parted is None else
                          f"{_machines_of_epoch(entry, parted)} / "
                          f"{_machines_of_epoch(reference, parted)}"),
-            "shared_difference": _mean(during),
-            "shared_difference_std": _spread(during),
+            "shared_difference": during_mean, "shared_difference_std": during_std,
             "shared_min": min(during, default=None), "shared_max": max(during, default=None),
             "shared_higher": sum(d > 0 for d in during),
-            "after_difference": _mean([a["test"]["top1"] - b["test"]["top1"] for a, b in after]),
-            "after_train_difference": _mean([a["train_top1"] - b["train_top1"]
-                                             for a, b in after])})
+            "after_difference": mean_std([a["test"]["top1"] - b["test"]["top1"]
+                                          for a, b in after])[0],
+            "after_train_difference": mean_std([a["train_top1"] - b["train_top1"]
+                                                for a, b in after])[0]})
     return pd.DataFrame(rows, columns=SHARED_TRAJECTORY_COLUMNS)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..paper import paper_values
-from .evidence import PAPER_TABLES, paper_top1, run_state, seed_of
+from .evidence import PAPER_TABLES, paper_top1, run_state, seed_of, table1_runs
 from .ires_evidence import published_mask_label, without_ires
 from .run_tables import method_label, segments_hardware
 
@@ -41,13 +41,12 @@ def matched_epochs_table(progress: list[dict], window: int = MATCHED_WINDOW) -> 
     columns = ["method", "reference", "run", "seed", "epochs", "epoch_count", "test_top1",
                "reference_test_top1", "test_top1_difference", "paper_difference", "train_top1",
                "reference_train_top1"]
-    table1_runs = {(entry["rows"]["table1"], seed_of(entry["run"])): entry for entry in progress
-                   if entry.get("history") and entry.get("rows", {}).get("table1")}
+    runs = table1_runs(progress)
     paper = paper_values()
     rows = []
-    for (label, seed), entry in table1_runs.items():
+    for (label, seed), entry in runs.items():
         for reference_label in matched_references(label):
-            reference = table1_runs.get((reference_label, seed))
+            reference = runs.get((reference_label, seed))
             if reference is not None:
                 rows += _matched_windows(entry, reference, reference_label, window,
                                          paper_top1(paper, "table1", label),
