@@ -160,10 +160,15 @@ def coverage_figure(plan: dict, records: dict, out_dir: str | Path,
     for column, panel in enumerate(panels):
         part = frame[frame["panel"] == panel]
         removed_ax, onset_ax = axes[0][column], axes[1][column]
+        runs = list(dict.fromkeys(part["run"]))
+        colours = dict(zip(runs, sns.color_palette(n_colors=len(runs))))  # same in both axes
         for ax, value in ((removed_ax, "removed"), (onset_ax, "onset")):
             known = part.dropna(subset=[value])
             if not known.empty:
-                sns.lineplot(data=known, x="epoch", y=value, hue="run", style="series",
+                # the published-schedule runs are their own series: one legend, not two
+                series = "series" if (known["series"] != known["run"]).any() else None
+                sns.lineplot(data=known, x="epoch", y=value, hue="run", style=series,
+                             palette={run: colours[run] for run in known["run"].unique()},
                              marker="o" if known["epoch"].nunique() < 20 else None, ax=ax)
                 ax.legend(fontsize=7)
             else:
@@ -173,9 +178,9 @@ def coverage_figure(plan: dict, records: dict, out_dir: str | Path,
         onset_ax.text(0.01, 0.15, " λ = 0.15 (paper)", color="grey", fontsize=7, va="bottom",
                       transform=onset_ax.get_yaxis_transform())
         removed_ax.set_title(panel, fontsize=9)
-        removed_ax.set_ylabel("input pixels removed by the IRes mask (%)")
+        removed_ax.set_ylabel("input pixels removed\nby the IRes mask (%)")
         onset_ax.set_xlabel("epoch")
-        onset_ax.set_ylabel("onset λ: below it no pixel of the epoch is removed")
+        onset_ax.set_ylabel("onset λ: below it no pixel\nof the epoch is removed")
     fig.tight_layout()
     return save_figure(fig, Path(out_dir) / "ires_coverage")
 
