@@ -9,7 +9,7 @@ __all__ = ["LONGRUN_TABLES", "PROFILE_TABLES", "ENGINE_TABLES", "COMPLEXITY_TABL
 
 # built from results/longruns (ir2net.longruns.read_progress)
 LONGRUN_TABLES = ("published", "calibration", "gap", "paired", "matched", "coverage",
-                  "bn_momentum", "shared_trajectory", "segments")
+                  "bn_momentum", "shared_trajectory", "figure7_sweep", "segments")
 # the paper's accuracy tables, from a workflow profile's finished runs
 PROFILE_TABLES = ("table1", "table3", "table4")
 # the published-schedule runs re-scored on the binary engine (needs results/longruns too)

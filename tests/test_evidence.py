@@ -230,6 +230,54 @@ def test_figure_7_draws_complete_and_derived_points_and_skips_the_rest(tmp_path)
                                                                              "fig7.pdf"]
 
 
+def test_the_figure_7_sweep_says_how_each_point_is_obtained():
+    from ir2net.reporting.ires_evidence import figure7_sweep_table
+    from ir2net.reporting.printing import printed, to_markdown
+
+    def point(run, label, same_as):
+        return {"run": run, "state": "not started", "rows": {"figure7": label},
+                "same_as": same_as}
+    reference = {**entry("ires-lam0.15", {"figure7": "IRes|0.15"}, 40.0, "training", 3),
+                 "history": _history([0.0, 0.0, 0.0], onsets=[0.57, 0.56, 0.59])}
+    no_record = {**entry("irec-lam0.15", {"figure7": "IRes+IRec|0.15"}, 70.0, "training", 2),
+                 "history": _history([0.0, 0.0], onsets=None)}
+    progress = [
+        point("ires-lam0.6", "IRes|0.6", "ires-lam0.15"),      # plan order is not λ order
+        {**entry("base", {"figure7": "IRes|0", "table1": "Baseline"}, 81.0), "history": []},
+        reference,
+        point("ires-lam0.45", "IRes|0.45", "ires-lam0.15"),
+        point("ires-lam0.559", "IRes|0.56", "ires-lam0.15"),   # λ = the onset: not below it
+        no_record, point("irec-lam0.3", "IRes+IRec|0.3", "irec-lam0.15"),
+        point("waiting", "Other|0.3", "other-lam0.15"),
+        point("other-lam0.15", "Other|0.15", None),
+        entry("not-figure-7", {"table1": "CIRec"}, 75.0),
+    ]
+    frame = figure7_sweep_table(progress)
+    assert frame[["series", "lambda"]].values.tolist() == [
+        ["IRes", 0.0], ["IRes", 0.15], ["IRes", 0.45], ["IRes", 0.56], ["IRes", 0.6],
+        ["IRes+IRec", 0.15], ["IRes+IRec", 0.3], ["Other", 0.15], ["Other", 0.3]]
+    rows = frame.set_index("run")
+    assert rows.loc["base", "point"] == "trained: the run without IRes"
+    assert pd.isna(rows.loc["base", "onset"]) and rows.loc["base", "best_top1"] == 81.0
+    assert (rows.loc["ires-lam0.15", "point"], rows.loc["ires-lam0.15", "onset"],
+            rows.loc["ires-lam0.15", "onset_steps"]) == ("trained", 0.56, 30)
+    derived = rows.loc["ires-lam0.45"]                      # scored and stated as its reference
+    assert derived["point"].startswith("derived: = its λ = 0.15 run")
+    assert (derived["state"], derived["onset"], derived["best_top1"]) == ("epoch 3 of 500",
+                                                                            0.56, 40.0)
+    for acting in ("ires-lam0.559", "ires-lam0.6"):
+        assert rows.loc[acting, "point"] == "to train: λ not below its λ = 0.15 run's onset"
+        assert rows.loc[acting, "state"] == "not started"
+        assert pd.isna(rows.loc[acting, "best_top1"])
+    assert rows.loc["irec-lam0.3", "point"] == \
+        "to train: its λ = 0.15 run has epochs without an onset record"
+    assert pd.isna(rows.loc["irec-lam0.3", "onset"])
+    assert rows.loc["other-lam0.15", "point"] == "to train"
+    assert rows.loc["waiting", "point"] == "waits for its λ = 0.15 run to record an onset"
+    markdown = to_markdown(*printed("figure7_sweep", frame))
+    assert "| 0.45 |" in markdown and " 0.560 |" in markdown and " 40.00 |" in markdown
+
+
 def test_mcnemar_exact_p_is_the_doubled_binomial_tail():
     from ir2net.reporting.paired import mcnemar_exact_p
 

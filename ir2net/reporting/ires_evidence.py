@@ -15,12 +15,12 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from ..longruns import derive
-from .evidence import mean_std, table1_runs
+from .evidence import mean_std, run_state, table1_runs
 from .run_tables import machine, method_label, rows_label
 
 __all__ = ["REMOVED_NOTHING", "mask_label", "coverage_table", "bn_momentum_table",
-           "shared_trajectory_table", "without_ires", "figure7_points", "IRES_READING",
-           "COVERAGE_LAMBDAS"]
+           "shared_trajectory_table", "without_ires", "figure7_points", "figure7_sweep_table",
+           "IRES_READING", "COVERAGE_LAMBDAS"]
 
 REMOVED_NOTHING = "removed nothing, every step (= no IRes, BN momentum 0.19)"
 
@@ -205,6 +205,61 @@ SHARED_TRAJECTORY_COLUMNS = ["method", "reference", "seed", "shared_epochs", "co
                              "shared_higher", "after_difference", "after_train_difference"]
 
 
+def _figure7_point(entry: dict) -> Optional[tuple[str, float]]:
+    """(series, λ) of a run that is a Figure 7 point (its plan row ``"series|λ"``)."""
+    label = entry.get("rows", {}).get("figure7")
+    if label is None:
+        return None
+    series, lam = label.split("|")
+    return series, float(lam)
+
+
+#: How :func:`figure7_sweep_table` says what decides a λ point, by :func:`derive`'s state.
+_SWEEP_DECISION = {
+    "derived": "derived: = its λ = {lam:g} run (λ below that run's onset)",
+    "acts": "to train: λ not below its λ = {lam:g} run's onset",
+    "pending": "waits for its λ = {lam:g} run to record an onset",
+    "unprovable": "to train: its λ = {lam:g} run has epochs without an onset record",
+}
+
+
+def figure7_sweep_table(progress: list[dict]) -> pd.DataFrame:
+    """Figure 7 at the published schedule, point by point: how each λ of both series is
+    obtained (trained; λ = 0, the run without IRes; derived from its series' λ = 0.15 run,
+    :func:`~ir2net.longruns.derive`; or to train, or waiting for that run's onset), the state
+    of the run that trains its bits, the smallest onset recorded in training that decides it
+    (its own for a trained IRes run, its reference's for a planned point) over how many
+    steps, and the best top-1 so far of the run that trains it."""
+    by_run = {entry["run"]: entry for entry in progress}
+    rows = []
+    for entry in progress:
+        point = _figure7_point(entry)
+        if point is None:
+            continue
+        series, lam = point
+        trains_it, onset = entry, None
+        if entry.get("state", "not started") != "not started":
+            decision = "trained" if lam else "trained: the run without IRes"
+            onset = derive(lam, entry) if lam else None
+        elif entry.get("same_as") in by_run:
+            reference = by_run[entry["same_as"]]
+            onset = derive(lam, reference)
+            decision = _SWEEP_DECISION[onset["state"]].format(lam=_figure7_point(reference)[1])
+            if onset["state"] == "derived":
+                trains_it = reference
+        else:
+            decision = "to train"
+        known = onset is not None and onset["onset_min"] is not None
+        rows.append({"series": series, "lambda": lam, "run": entry["run"], "point": decision,
+                     "state": run_state(trains_it),
+                     "onset": onset["onset_min"] if known else None,
+                     "onset_steps": onset["steps"] if known else None,
+                     "best_top1": (trains_it.get("best") or {}).get("top1")})
+    frame = pd.DataFrame(rows, columns=["series", "lambda", "run", "point", "state", "onset",
+                                        "onset_steps", "best_top1"])
+    return frame.sort_values(["series", "lambda"], kind="stable", ignore_index=True)
+
+
 def figure7_points(progress: list[dict]) -> tuple[pd.DataFrame, dict]:
     """Figure 7 at the published schedule: every complete run of a Figure 7 row (λ = 0: the
     run without IRes), and every planned λ point that :func:`~ir2net.longruns.derive` proves
@@ -213,11 +268,10 @@ def figure7_points(progress: list[dict]) -> tuple[pd.DataFrame, dict]:
     by_run = {entry["run"]: entry for entry in progress}
     rows, onsets = [], {}
     for entry in progress:
-        label = entry.get("rows", {}).get("figure7")
-        if label is None:
+        point = _figure7_point(entry)
+        if point is None:
             continue
-        series, lam = label.split("|")
-        lam = float(lam)
+        series, lam = point
         source, kind = entry, "trained"
         if entry.get("state") == "not started" and entry.get("same_as") in by_run:
             reference = by_run[entry["same_as"]]

@@ -59,6 +59,12 @@ CAPTIONS = {
                          "JPEG copy) over the shared epochs (mean ± std, smallest, largest, in "
                          "how many it was positive) and over the matched epochs after, with the "
                          "training top-1 difference there",
+    "figure7_sweep": "Figure 7 at the published schedule (results/longruns), point by point: "
+                     "how each λ of both series is obtained, the state of the run that trains "
+                     "its bits, the smallest onset recorded in training that decides a planned "
+                     "point (its λ = 0.15 run's; a trained run's own) over how many steps, and "
+                     "the best top-1 so far of the run that trains it (CIFAR-10 JPEG copy); "
+                     "`ir2net longrun status`",
     "segments": "Training segments of the published-schedule runs (results/longruns): when, "
                 "on which machine and step each trained which epochs, its wall time and "
                 "training img/s (CPU segments often beside other work)",
@@ -227,6 +233,12 @@ PRINTED = {
                           Column("shared_higher", "Positive in", _plain, True),
                           Column("after_difference", "Test diff. after", _signed, True),
                           Column("after_train_difference", "Train diff. after", _signed, True)],
+    "figure7_sweep": [Column("series", "Series"), Column("lambda", "λ", _plain, True),
+                      Column("run", "Run"), Column("point", "Point"),
+                      Column("state", "State of the run that trains it"),
+                      Column("onset", "Onset in training", _formatted(".3f"), True),
+                      Column("onset_steps", "Over steps", _formatted(",.0f"), True),
+                      _acc("best_top1", "Best so far", False)],
     "table2": [Column("backbone", "Backbone"), Column("r", "r", _plain, True), Column("g", "g"),
                Column("c_in", "C_in", _plain, True), Column("c_n", "C_n", _plain, True),
                Column("q_scale", "Q_scale (Eq. 17)", _plain, True),

@@ -82,6 +82,15 @@ _READING = {
         "thread count, whose sums round in another order. The difference after that also holds "
         "how far the two runs drift apart once one rounding differs, which is run-to-run "
         "variation with the seed held fixed.", ""],
+    "figure7_sweep": [
+        "Two runs whose masks keep every pixel at every step train the same bits (the second "
+        "pass repeats the first), so a λ point below the smallest onset its series' λ = 0.15 "
+        "run recorded over all its steps is that run, exactly, and is not trained; a point at "
+        "or above it would have removed pixels at some step, and is trained. The onset here is "
+        "recorded in training, over every batch (batch statistics); the coverage table's is on "
+        "the final weights in evaluation mode, and may lie higher. A derived point is "
+        "re-decided each time its reference trains further, and a point trained once stays "
+        "trained.", ""],
     "calibration": [
         "The paper's FP row cannot calibrate the data: its 90.8 % is the figure IR-Net's "
         "README lists for ResNet-20 with binary weights and real activations "

@@ -11,7 +11,8 @@ from typing import Optional
 import pandas as pd
 
 from .evidence import calibration_table, gap_table
-from .ires_evidence import bn_momentum_table, coverage_table, shared_trajectory_table
+from .ires_evidence import (bn_momentum_table, coverage_table, figure7_sweep_table,
+                            shared_trajectory_table)
 from .latency_tables import latency_layers_table, latency_table
 from .longrun_tables import engine_table, matched_epochs_table, published_table
 from .paired import paired_table
@@ -37,6 +38,7 @@ def accuracy_tables(plan: dict, records: dict,
         tables["coverage"] = coverage_table(longruns)
         tables["bn_momentum"] = bn_momentum_table(longruns)
         tables["shared_trajectory"] = shared_trajectory_table(longruns)
+        tables["figure7_sweep"] = figure7_sweep_table(longruns)
         tables["segments"] = segments_table(longruns)
         tables["engine"] = engine_table(longruns)
     tables.update(profile_tables(plan, records))
