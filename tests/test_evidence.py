@@ -246,7 +246,7 @@ def test_the_figure_7_sweep_says_how_each_point_is_obtained():
         {**entry("base", {"figure7": "IRes|0", "table1": "Baseline"}, 81.0), "history": []},
         reference,
         point("ires-lam0.45", "IRes|0.45", "ires-lam0.15"),
-        point("ires-lam0.559", "IRes|0.56", "ires-lam0.15"),   # λ = the onset: not below it
+        point("ires-lam0.56", "IRes|0.56", "ires-lam0.15"),   # λ = the onset: not below it
         no_record, point("irec-lam0.3", "IRes+IRec|0.3", "irec-lam0.15"),
         point("waiting", "Other|0.3", "other-lam0.15"),
         point("other-lam0.15", "Other|0.15", None),
@@ -265,7 +265,7 @@ def test_the_figure_7_sweep_says_how_each_point_is_obtained():
     assert derived["point"].startswith("derived: = its λ = 0.15 run")
     assert (derived["state"], derived["onset"], derived["best_top1"]) == ("epoch 3 of 500",
                                                                             0.56, 40.0)
-    for acting in ("ires-lam0.559", "ires-lam0.6"):
+    for acting in ("ires-lam0.56", "ires-lam0.6"):
         assert rows.loc[acting, "point"] == "to train: λ not below its λ = 0.15 run's onset"
         assert rows.loc[acting, "state"] == "not started"
         assert pd.isna(rows.loc[acting, "best_top1"])
@@ -274,6 +274,8 @@ def test_the_figure_7_sweep_says_how_each_point_is_obtained():
     assert pd.isna(rows.loc["irec-lam0.3", "onset"])
     assert rows.loc["other-lam0.15", "point"] == "to train"
     assert rows.loc["waiting", "point"] == "waits for its λ = 0.15 run to record an onset"
+    assert frame["kind"].tolist() == ["trained", "trained", "derived", "to train", "to train",
+                                      "trained", "to train", "to train", "waits"]
     markdown = to_markdown(*printed("figure7_sweep", frame))
     assert "| 0.45 |" in markdown and " 0.560 |" in markdown and " 40.00 |" in markdown
 

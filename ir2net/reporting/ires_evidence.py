@@ -225,11 +225,12 @@ _SWEEP_DECISION = {
 
 def figure7_sweep_table(progress: list[dict]) -> pd.DataFrame:
     """Figure 7 at the published schedule, point by point: how each λ of both series is
-    obtained (trained; λ = 0, the run without IRes; derived from its series' λ = 0.15 run,
-    :func:`~ir2net.longruns.derive`; or to train, or waiting for that run's onset), the state
-    of the run that trains its bits, the smallest onset recorded in training that decides it
-    (its own for a trained IRes run, its reference's for a planned point) over how many
-    steps, and the best top-1 so far of the run that trains it."""
+    obtained (``kind``: trained, λ = 0 being the run without IRes; derived from its series'
+    λ = 0.15 run, its ``reference``, by :func:`~ir2net.longruns.derive`; to train; or waits
+    for that run's onset; ``point`` says it in words), the state of the run that trains its
+    bits, the smallest onset recorded in training that decides it (its own for a trained
+    IRes run, its reference's for a planned point) over how many steps, and the best top-1
+    so far of the run that trains it."""
     by_run = {entry["run"]: entry for entry in progress}
     rows = []
     for entry in progress:
@@ -237,55 +238,46 @@ def figure7_sweep_table(progress: list[dict]) -> pd.DataFrame:
         if point is None:
             continue
         series, lam = point
-        trains_it, onset = entry, None
+        trains_it, onset, reference, kind = entry, None, None, "to train"
         if entry.get("state", "not started") != "not started":
-            decision = "trained" if lam else "trained: the run without IRes"
+            kind, decision = "trained", "trained" if lam else "trained: the run without IRes"
             onset = derive(lam, entry) if lam else None
         elif entry.get("same_as") in by_run:
             reference = by_run[entry["same_as"]]
             onset = derive(lam, reference)
             decision = _SWEEP_DECISION[onset["state"]].format(lam=_figure7_point(reference)[1])
             if onset["state"] == "derived":
-                trains_it = reference
+                trains_it, kind = reference, "derived"
+            elif onset["state"] == "pending":
+                kind = "waits"
         else:
             decision = "to train"
         known = onset is not None and onset["onset_min"] is not None
-        rows.append({"series": series, "lambda": lam, "run": entry["run"], "point": decision,
+        rows.append({"series": series, "lambda": lam, "run": entry["run"], "kind": kind,
+                     "point": decision, "reference": reference and reference["run"],
                      "state": run_state(trains_it),
                      "onset": onset["onset_min"] if known else None,
                      "onset_steps": onset["steps"] if known else None,
                      "best_top1": (trains_it.get("best") or {}).get("top1")})
-    frame = pd.DataFrame(rows, columns=["series", "lambda", "run", "point", "state", "onset",
-                                        "onset_steps", "best_top1"])
+    frame = pd.DataFrame(rows, columns=["series", "lambda", "run", "kind", "point",
+                                        "reference", "state", "onset", "onset_steps",
+                                        "best_top1"])
     return frame.sort_values(["series", "lambda"], kind="stable", ignore_index=True)
 
 
 def figure7_points(progress: list[dict]) -> tuple[pd.DataFrame, dict]:
-    """Figure 7 at the published schedule: every complete run of a Figure 7 row (λ = 0: the
-    run without IRes), and every planned λ point that :func:`~ir2net.longruns.derive` proves
-    to be its reference run (drawn with the reference's score, marked ``derived``).  Also
-    ``{series: (reference run, its recorded onset)}``, for the onset line."""
-    by_run = {entry["run"]: entry for entry in progress}
-    rows, onsets = [], {}
-    for entry in progress:
-        point = _figure7_point(entry)
-        if point is None:
-            continue
-        series, lam = point
-        source, kind = entry, "trained"
-        if entry.get("state") == "not started" and entry.get("same_as") in by_run:
-            reference = by_run[entry["same_as"]]
-            derived = derive(lam, reference)
-            if derived["onset_min"] is not None:
-                onsets[series] = (reference["run"], derived["onset_min"])
-            if derived["state"] != "derived":
-                continue
-            source, kind = reference, "derived"
-        if source.get("state") != "complete":
-            continue
-        rows.append({"series": series, "lambda": lam, "kind": kind, "run": entry["run"],
-                     "top1": (source.get("best") or {}).get("top1")})
-    return pd.DataFrame(rows, columns=["series", "lambda", "kind", "run", "top1"]), onsets
+    """Figure 7 at the published schedule, what is drawn (:func:`figure7_sweep_table`): every
+    complete run of a Figure 7 row (λ = 0: the run without IRes), and every planned λ point
+    that :func:`~ir2net.longruns.derive` proves to be its reference run while that run is
+    complete (drawn with the reference's score, marked ``derived``).  Also ``{series:
+    (reference run, its recorded onset)}``, for the onset line."""
+    sweep = figure7_sweep_table(progress)
+    drawn = sweep[sweep["kind"].isin(["trained", "derived"]) & (sweep["state"] == "complete")]
+    points = drawn[["series", "lambda", "kind", "run", "best_top1"]].rename(
+        columns={"best_top1": "top1"})
+    planned = sweep[sweep["reference"].notna() & sweep["onset"].notna()]
+    onsets = {row.series: (row.reference, row.onset) for row in planned.itertuples()}
+    return points.reset_index(drop=True), onsets
 
 
 def published_mask_label(entry: dict) -> Optional[str]:
