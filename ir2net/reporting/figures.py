@@ -96,7 +96,7 @@ def _figure7_published(ax, longruns: list[dict], hue_order: list[str], sns) -> N
 
     points, onsets = figure7_points(longruns)
     colours = dict(zip(hue_order, sns.color_palette(n_colors=len(hue_order))))
-    for series in hue_order:
+    for index, series in enumerate(hue_order):
         part = points[points["series"] == series].sort_values("lambda")
         if not part.empty:
             ax.plot(part["lambda"], part["top1"], color=colours[series], label=series)
@@ -108,8 +108,10 @@ def _figure7_published(ax, longruns: list[dict], hue_order: list[str], sns) -> N
                        and not chosen.empty else None)
         if series in onsets:
             ax.axvline(onsets[series][1], color=colours[series], linestyle=":", linewidth=1)
-            ax.text(onsets[series][1], 0.98, f" {series} onset {onsets[series][1]:.3f}",
-                    color=colours[series], fontsize=7, va="top", rotation=90,
+            top = index % 2 == 0  # the series' onsets may coincide: labels at either end
+            ax.text(onsets[series][1], 0.98 if top else 0.02,
+                    f" {series} onset {onsets[series][1]:.3f} ", color=colours[series],
+                    fontsize=7, va="top" if top else "bottom", rotation=90,
                     transform=ax.get_xaxis_transform())
     if points.empty:
         ax.text(0.5, 0.5, "no published-schedule point is complete yet", ha="center",
