@@ -93,10 +93,6 @@ def _differences(record: dict, key: str) -> list[float]:
             for point in record["measurements"] if key in point["scores"]]
 
 
-def _spread(values: list[float]) -> Optional[float]:
-    return float(pd.Series(values).std()) if len(values) > 1 else None
-
-
 def bn_momentum_table(progress: list[dict]) -> pd.DataFrame:
     """Per published-schedule run with a committed ``bn_momentum.json`` (``ir2net
     bn-momentum --out``), one row per state measured: test top-1 of the same weights with
@@ -107,7 +103,8 @@ def bn_momentum_table(progress: list[dict]) -> pd.DataFrame:
     for entry in progress:
         for record in entry.get("bn_momentum") or []:
             scores = record["scores"]
-            ires, frozen = _differences(record, IRES_MOMENTUM), _differences(record, "frozen")
+            ires_mean, ires_std = mean_std(_differences(record, IRES_MOMENTUM))
+            frozen_mean, frozen_std = mean_std(_differences(record, "frozen"))
             where = (f"epoch {record['epoch']} of {record['epochs']}, trained on"
                      if record["trained"] else f"final ({record['epoch']} epochs), frozen")
             rows.append({"method": rows_label(entry),
@@ -117,10 +114,8 @@ def bn_momentum_table(progress: list[dict]) -> pd.DataFrame:
                          "own_top1": scores[f"{record['own_momentum']:g}"]["top1"],
                          "ires_top1": (scores.get(IRES_MOMENTUM) or {}).get("top1"),
                          "frozen_top1": scores["frozen"]["top1"],
-                         "ires_difference": sum(ires) / len(ires) if ires else None,
-                         "ires_difference_std": _spread(ires),
-                         "frozen_difference": sum(frozen) / len(frozen),
-                         "frozen_difference_std": _spread(frozen),
+                         "ires_difference": ires_mean, "ires_difference_std": ires_std,
+                         "frozen_difference": frozen_mean, "frozen_difference_std": frozen_std,
                          "agreement": record["own_statistics_agreement"]})
     return pd.DataFrame(rows, columns=BN_MOMENTUM_COLUMNS)
 
