@@ -74,12 +74,23 @@ def test_a_complete_calibration_reports_its_shortfall():
     assert "costs a real-valued ResNet-20 2.73 points" in text
 
 
-def test_the_fp_rows_say_where_the_papers_figure_comes_from():
-    gap = gap_table([entry("f-s0", {"table1": "FP", "table3": "ResNet-20|FP"}, 88.0)])
-    notes = gap.set_index("method")["split"]
-    assert "IR-Net's ResNet-20 W/A 1/32 figure" in notes["FP"]
-    assert "IR-Net's ResNet-20 W/A 1/32 figure" in notes["ResNet-20 FP"]
-    assert "calibration not complete" in notes["FP"]
+def test_the_fp_rows_say_where_the_papers_figure_comes_from_and_are_not_split():
+    progress = [calibration(88.73), entry("f-s0", {"table1": "FP", "table3": "ResNet-20|FP"}, 88.0),
+                entry("b-s0", BASELINE, 81.0)]
+    gap = gap_table(progress).set_index("method")
+    for row in ("FP", "ResNet-20 FP"):
+        fp = gap.loc[row]
+        assert "IR-Net's ResNet-20 W/A 1/32 figure" in fp["split"]
+        assert "not split: the paper's figure is another network's" in fp["split"]
+        assert fp["gap"] == pytest.approx(90.8 - 88.0)             # the distance is still shown
+        assert pd.isna(fp["data_share"]) and pd.isna(fp["remainder"])
+    # a row whose paper figure is its own network is split beside it
+    assert gap.loc["Baseline", "data_share"] == pytest.approx(3.0)
+    text = gap_paragraph(calibration_table(progress), gap.reset_index())
+    assert "The FP row is not split" in text and "-0.73 points from the calibration" in text
+    unfinished = [calibration(88.73), entry("f-s0", {"table1": "FP"}, 86.0, "training", 438)]
+    assert "The FP row" not in gap_paragraph(calibration_table(unfinished),
+                                             gap_table(unfinished))
 
 
 def test_the_coverage_figure_draws_the_onset_where_it_was_recorded(tmp_path):
