@@ -133,7 +133,7 @@ def gap_table(progress: list[dict]) -> pd.DataFrame:
             "remainder": gap - data_share if splittable and gap is not None else None,
             "split": "; ".join(filter(None, [
                 "data estimated from the calibration, remainder estimated" if splittable else
-                "not split: the paper's figure is another network's" if complete
+                "not split" if complete
                 and other_network else
                 "calibration not complete: unsplit" if complete else "",
                 FP_PROVENANCE if other_network else ""]))})
