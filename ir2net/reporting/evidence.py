@@ -116,9 +116,7 @@ def gap_table(progress: list[dict]) -> pd.DataFrame:
         if not complete and training:
             mean = max(e["best"]["top1"] for e in training if e.get("best"))
         gap = None if not complete or reference is None else reference - mean
-        # IR-Net's 1/32 figure is another network's score: a remainder against it would
-        # read as the reproduction's shortfall, which it is not (docs/divergences.md)
-        other_network = row.endswith("FP") and reference == IRNET_W1A32
+        other_network = _quotes_another_network(row, reference)
         splittable = complete and data_share is not None and not other_network
         rows.append({
             "table": PAPER_TABLES[table], "method": row.replace("|", " "),
@@ -133,14 +131,19 @@ def gap_table(progress: list[dict]) -> pd.DataFrame:
             "remainder": gap - data_share if splittable and gap is not None else None,
             "split": "; ".join(filter(None, [
                 "data estimated from the calibration, remainder estimated" if splittable else
-                "not split" if complete
-                and other_network else
+                "not split" if complete and other_network else
                 "calibration not complete: unsplit" if complete else "",
                 FP_PROVENANCE if other_network else ""]))})
     rows.append(_difference_row(groups, paper))
     return pd.DataFrame(rows, columns=["table", "method", "paper_top1", "ours_top1",
                                        "ours_top1_std", "basis", "seeds", "seeds_planned",
                                        "per_seed", "gap", "data_share", "remainder", "split"])
+
+
+def _quotes_another_network(row: str, reference: Optional[float]) -> bool:
+    """An FP row whose paper figure is IR-Net's W/A 1/32 one: a remainder against another
+    network's score would read as the reproduction's shortfall (docs/divergences.md)."""
+    return row.endswith("FP") and reference == IRNET_W1A32
 
 
 def _difference_row(groups: dict, paper: dict) -> dict:
@@ -186,7 +189,7 @@ def _fp_sentence(calibration: pd.DataFrame, gap: pd.DataFrame) -> str:
     """The FP row, once complete, set beside the calibration: the one other real-valued
     network trained on the same copy, since its paper figure is another network's."""
     fp = gap[(gap["table"] == "Table I") & (gap["method"] == "FP") & (gap["seeds"] >= 1)]
-    if fp.empty or fp["paper_top1"].iloc[0] != IRNET_W1A32:
+    if fp.empty or not _quotes_another_network("FP", fp["paper_top1"].iloc[0]):
         return ""
     ours = fp["ours_top1"].iloc[0]
     sentence = (f"The FP row is not split: the paper's {IRNET_W1A32} is IR-Net's ResNet-20 with "
