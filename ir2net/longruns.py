@@ -94,6 +94,11 @@ class Plan:
     profile: Optional[Path] = None  # the workflow profile whose records the runs join
 
     def get(self, run_id: str) -> LongRun:
+        """The planned run named ``run_id``, or living in the folder ``run_id`` names (what
+        a shell's tab-completion gives: ``results/longruns/<id>/``)."""
+        named = Path(run_id)
+        if named.name != run_id and named.resolve().parent == self.folder.resolve():
+            run_id = named.name
         for run in self.runs:
             if run.run_id == run_id:
                 return run

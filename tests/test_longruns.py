@@ -113,8 +113,10 @@ def test_continue_trains_in_segments_and_finishes_into_the_records(tmp_path, cap
     assert main(["longrun", "segments", "ir2net", "--folder", str(folder)]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]
     assert len(rows) == 2 and all("| eager " in row for row in rows)
+    assert main(["longrun", "segments", str(run_folder), "--folder", str(folder)]) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == rows   # the folder names the run too
     assert main(["longrun", "segments", "no-such-run", "--folder", str(folder)]) == 2
-    assert "not in" in capsys.readouterr().err
+    assert "has no run 'no-such-run'" in capsys.readouterr().err
 
     # the same run, trained without interruption, ends identical
     whole = run(load_config(str(run_folder / "config.yaml")), tmp_path / "whole")
@@ -144,6 +146,19 @@ def test_gpu_only_runs_come_first_on_a_gpu_and_never_on_a_cpu(tmp_path, capsys):
         plan.get(run_id).folder.mkdir()
         (plan.get(run_id).folder / "metrics.json").write_text("{}")
     assert select(plan, []) == []
+
+
+def test_a_run_is_named_by_its_id_or_by_its_folder_and_nothing_else(tmp_path, monkeypatch):
+    from ir2net.longruns import select
+
+    folder = write_plan(tmp_path / "longruns")
+    plan = load_plan(folder)
+    monkeypatch.chdir(tmp_path)
+    for name in ("later", "longruns/later", "longruns/later/", str(folder / "later")):
+        assert [run.run_id for run in select(plan, [name])] == ["later"], name
+    for wrong in ("elsewhere/later", "longruns/lat", "longruns"):
+        with pytest.raises(ConfigError, match="has no run .*planned: ir2net, later"):
+            plan.get(wrong)
 
 
 def test_a_started_run_refuses_a_changed_plan(tmp_path):

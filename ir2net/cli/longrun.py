@@ -34,18 +34,14 @@ def _print_status(plan, as_json: bool) -> int:
 
 def _print_segments(args) -> int:
     """Every segment of the named runs (default: all): when, where, which epochs, how long."""
-    from ..longruns import read_progress
+    from ..longruns import load_plan, read_progress
     from ..reporting.printing import printed, to_markdown
     from ..reporting.run_tables import segments_table
 
-    progress = read_progress(args.folder)
-    unknown = set(args.runs) - {entry["run"] for entry in progress}
-    if unknown:
-        print(f"ir2net longrun: not in {args.folder}/plan.yaml: {', '.join(sorted(unknown))}",
-              file=sys.stderr)
-        return 2
-    frame = segments_table([entry for entry in progress
-                            if not args.runs or entry["run"] in args.runs])
+    plan = load_plan(args.folder)
+    wanted = {plan.get(name).run_id for name in args.runs}  # an unplanned name stops here
+    frame = segments_table([entry for entry in read_progress(args.folder)
+                            if not wanted or entry["run"] in wanted])
     if args.json:
         print(frame.to_json(orient="records", indent=2))
     elif frame.empty:
@@ -91,9 +87,9 @@ def add_longrun(sub) -> None:
                                             "continue, segments")
     parser.add_argument("action", choices=("status", "continue", "segments"))
     parser.add_argument("runs", nargs="*", metavar="RUN",
-                        help="run ids to continue (default: every unfinished run of the most "
-                             "urgent priority in plan.yaml) or whose segments to list "
-                             "(default: all)")
+                        help="run ids, or their folders, to continue (default: every "
+                             "unfinished run of the most urgent priority in plan.yaml) or "
+                             "whose segments to list (default: all)")
     parser.add_argument("--folder", default="results/longruns",
                         help="the long runs' folder, holding plan.yaml (default: %(default)s)")
     parser.add_argument("--stop-after", metavar="DURATION",
